@@ -1,0 +1,266 @@
+//! An in-memory log with the same semantics as the file log, for tests and
+//! the in-process broker. Nothing survives the process.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use super::dedup::DedupWindow;
+use super::{
+    Appended, LogConfig, NewRecord, PartitionLog, PartitionStats, Result, RetentionReport,
+    Storage, StorageError, StoredRecord, StoredTopic,
+};
+
+/// Records kept per memory "segment", so retention deletes whole chunks as
+/// the file log deletes whole segments.
+const RECORDS_PER_CHUNK: usize = 4096;
+
+/// Topics and partitions held in memory.
+#[derive(Default)]
+pub struct MemoryStorage {
+    /// topic -> (metadata, partitions opened so far)
+    topics: Mutex<BTreeMap<String, MemoryTopic>>,
+}
+
+#[derive(Default)]
+struct MemoryTopic {
+    meta: Bytes,
+    partitions: BTreeMap<u32, Arc<MemoryLog>>,
+}
+
+impl MemoryStorage {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn list_topics(&self) -> Result<Vec<StoredTopic>> {
+        Ok(self
+            .topics
+            .lock()
+            .iter()
+            .map(|(name, t)| StoredTopic {
+                name: name.clone(),
+                meta: t.meta.clone(),
+            })
+            .collect())
+    }
+
+    fn write_topic_meta(&self, topic: &str, meta: &[u8]) -> Result<()> {
+        self.topics.lock().entry(topic.to_owned()).or_default().meta = Bytes::copy_from_slice(meta);
+        Ok(())
+    }
+
+    fn open_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        config: LogConfig,
+    ) -> Result<Arc<dyn PartitionLog>> {
+        let mut topics = self.topics.lock();
+        let t = topics.entry(topic.to_owned()).or_default();
+        let log = t
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| Arc::new(MemoryLog::new(config)))
+            .clone();
+        Ok(log)
+    }
+
+    fn delete_topic(&self, topic: &str) -> Result<()> {
+        if let Some(t) = self.topics.lock().remove(topic) {
+            for log in t.partitions.values() {
+                log.state.lock().closed = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One partition in memory: chunks of records, each chunk playing a segment.
+pub struct MemoryLog {
+    config: LogConfig,
+    state: Mutex<MemoryState>,
+    end_tx: watch::Sender<u64>,
+}
+
+struct MemoryState {
+    chunks: VecDeque<Vec<StoredRecord>>,
+    first_offset: u64,
+    next_offset: u64,
+    bytes: u64,
+    last_timestamp_ms: Option<i64>,
+    dedup: DedupWindow,
+    closed: bool,
+}
+
+fn record_size(r: &StoredRecord) -> u64 {
+    (r.payload.len() + r.id.len()) as u64
+}
+
+impl MemoryLog {
+    /// An empty log.
+    pub fn new(config: LogConfig) -> Self {
+        let dedup = DedupWindow::new(config.dedup_window.as_millis() as i64);
+        Self {
+            config,
+            state: Mutex::new(MemoryState {
+                chunks: VecDeque::new(),
+                first_offset: 0,
+                next_offset: 0,
+                bytes: 0,
+                last_timestamp_ms: None,
+                dedup,
+                closed: false,
+            }),
+            end_tx: watch::channel(0).0,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl PartitionLog for MemoryLog {
+    async fn append(&self, records: Vec<NewRecord>) -> Result<Vec<Appended>> {
+        let mut s = self.state.lock();
+        if s.closed {
+            return Err(StorageError::Closed);
+        }
+        let now = (self.config.clock)().max(s.last_timestamp_ms.unwrap_or(i64::MIN));
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            if let Some((offset, timestamp_ms)) = s.dedup.lookup(&r.id, now) {
+                out.push(Appended {
+                    offset,
+                    timestamp_ms,
+                    duplicate: true,
+                });
+                continue;
+            }
+            let offset = s.next_offset;
+            let stored = StoredRecord {
+                offset,
+                timestamp_ms: now,
+                id: r.id,
+                payload: r.payload,
+            };
+            s.bytes += record_size(&stored);
+            s.dedup.insert(stored.id.clone(), offset, now);
+            match s.chunks.back_mut() {
+                Some(chunk) if chunk.len() < RECORDS_PER_CHUNK => chunk.push(stored),
+                _ => {
+                    let mut chunk = Vec::with_capacity(RECORDS_PER_CHUNK);
+                    chunk.push(stored);
+                    s.chunks.push_back(chunk);
+                }
+            }
+            s.next_offset += 1;
+            s.last_timestamp_ms = Some(now);
+            out.push(Appended {
+                offset,
+                timestamp_ms: now,
+                duplicate: false,
+            });
+        }
+        let end = s.next_offset;
+        drop(s);
+        self.end_tx.send_replace(end);
+        Ok(out)
+    }
+
+    fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {
+        let s = self.state.lock();
+        if s.closed {
+            return Err(StorageError::Closed);
+        }
+        let from = from.max(s.first_offset);
+        let mut out = Vec::new();
+        if from >= s.next_offset || max_records == 0 {
+            return Ok(out);
+        }
+        let mut bytes = 0usize;
+        let rel = (from - s.first_offset) as usize;
+        // Every chunk but the last is full and retention drops whole chunks,
+        // so the position is plain arithmetic.
+        let mut chunk_idx = rel / RECORDS_PER_CHUNK;
+        let mut idx = rel % RECORDS_PER_CHUNK;
+        while let Some(chunk) = s.chunks.get(chunk_idx) {
+            while let Some(r) = chunk.get(idx) {
+                let size = r.payload.len();
+                if out.len() >= max_records || (!out.is_empty() && bytes + size > max_bytes) {
+                    return Ok(out);
+                }
+                bytes += size;
+                out.push(r.clone());
+                idx += 1;
+            }
+            chunk_idx += 1;
+            idx = 0;
+        }
+        Ok(out)
+    }
+
+    fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<u64> {
+        let s = self.state.lock();
+        for chunk in &s.chunks {
+            if chunk.last().is_some_and(|r| r.timestamp_ms >= timestamp_ms) {
+                let i = chunk.partition_point(|r| r.timestamp_ms < timestamp_ms);
+                return Ok(chunk[i].offset);
+            }
+        }
+        Ok(s.next_offset)
+    }
+
+    fn stats(&self) -> PartitionStats {
+        let s = self.state.lock();
+        PartitionStats {
+            first_offset: s.first_offset,
+            next_offset: s.next_offset,
+            bytes: s.bytes,
+            segments: s.chunks.len().max(1) as u32,
+            last_timestamp_ms: s.last_timestamp_ms,
+        }
+    }
+
+    fn enforce_retention(&self, keep_from: Option<u64>) -> Result<RetentionReport> {
+        let mut s = self.state.lock();
+        let now = (self.config.clock)();
+        let retention = self.config.retention;
+        let mut report = RetentionReport::default();
+        // Never the active (last) chunk.
+        while s.chunks.len() > 1 {
+            let chunk = &s.chunks[0];
+            let last = chunk.last().expect("chunks are never empty");
+            let expired_by_age = retention
+                .max_age
+                .is_some_and(|age| last.timestamp_ms < now - age.as_millis() as i64);
+            let expired_by_size = retention.max_bytes.is_some_and(|max| s.bytes > max);
+            let protected = keep_from.is_some_and(|k| last.offset >= k);
+            if protected || !(expired_by_age || expired_by_size) {
+                break;
+            }
+            let chunk = s.chunks.pop_front().expect("checked above");
+            let bytes: u64 = chunk.iter().map(record_size).sum();
+            s.bytes -= bytes;
+            s.first_offset += chunk.len() as u64;
+            report.segments_deleted += 1;
+            report.records_deleted += chunk.len() as u64;
+            report.bytes_deleted += bytes;
+        }
+        let first = s.first_offset;
+        s.dedup.forget_below(first);
+        Ok(report)
+    }
+
+    async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn watch_end(&self) -> watch::Receiver<u64> {
+        self.end_tx.subscribe()
+    }
+}
