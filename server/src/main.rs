@@ -1,1 +1,142 @@
-fn main(){}
+//! The `herald` binary: `herald serve` runs the broker; `herald bench`
+//! measures it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use herald_server::broker::Fsync;
+use herald_server::config::{Overrides, ServerConfig};
+use herald_server::server::BoundServer;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "A durable event broker with a gRPC API")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "human", env = "HERALD_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log level or filter (RUST_LOG syntax); RUST_LOG wins when set.
+    #[arg(long, global = true, default_value = "info", env = "HERALD_LOG_LEVEL")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML config file; flags and HERALD_* variables override it.
+    #[arg(long, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051]
+    #[arg(long, env = "HERALD_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory [default: ./herald-data]
+    #[arg(long, env = "HERALD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep everything in memory; nothing survives a restart.
+    #[arg(long, env = "HERALD_IN_MEMORY")]
+    in_memory: Option<bool>,
+    /// Create topics on first publish [default: true]
+    #[arg(long, env = "HERALD_AUTO_CREATE_TOPICS")]
+    auto_create_topics: Option<bool>,
+    /// Largest accepted gRPC request, bytes [default: 16777216]
+    #[arg(long, env = "HERALD_MAX_REQUEST_BYTES")]
+    max_request_bytes: Option<usize>,
+    /// How long shutdown waits for open calls, e.g. "10s" [default: 10s]
+    #[arg(long, env = "HERALD_SHUTDOWN_TIMEOUT", value_parser = humantime::parse_duration)]
+    shutdown_timeout: Option<Duration>,
+    /// Partitions of topics created without explicit settings [default: 1]
+    #[arg(long, env = "HERALD_DEFAULT_PARTITIONS")]
+    default_partitions: Option<u32>,
+    /// Fsync policy of topics created without explicit settings: batch, interval or none [default: batch]
+    #[arg(long, env = "HERALD_DEFAULT_FSYNC")]
+    default_fsync: Option<Fsync>,
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Cancels the token on Ctrl-C or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+        token.cancel();
+    });
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        in_memory: args.in_memory,
+        auto_create_topics: args.auto_create_topics,
+        max_request_bytes: args.max_request_bytes,
+        shutdown_timeout: args.shutdown_timeout,
+        default_partitions: args.default_partitions,
+        default_fsync: args.default_fsync,
+    };
+    let config = ServerConfig::load(args.config.as_deref(), &overrides)?;
+    let started = std::time::Instant::now();
+    let server = BoundServer::bind(config).await?;
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "storage open");
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    server.run(shutdown).await?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("herald: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("herald: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::dedup::DedupWindow;
 use super::{
-    Appended, LogConfig, NewRecord, PartitionLog, PartitionStats, Result, RetentionReport,
+    Appended, LogConfig, NewRecord, PartitionLog, PartitionStats, Result, Retention, RetentionReport,
     Storage, StorageError, StoredRecord, StoredTopic,
 };
 
@@ -226,10 +226,13 @@ impl PartitionLog for MemoryLog {
         }
     }
 
-    fn enforce_retention(&self, keep_from: Option<u64>) -> Result<RetentionReport> {
+    fn enforce_retention(
+        &self,
+        retention: Retention,
+        keep_from: Option<u64>,
+    ) -> Result<RetentionReport> {
         let mut s = self.state.lock();
         let now = (self.config.clock)();
-        let retention = self.config.retention;
         let mut report = RetentionReport::default();
         // Never the active (last) chunk.
         while s.chunks.len() > 1 {

@@ -83,7 +83,8 @@ pub enum FsyncPolicy {
     Never,
 }
 
-/// Retention limits; a log deletes whole segments only, never the active one.
+/// Retention limits, passed to [`PartitionLog::enforce_retention`]; a log
+/// deletes whole segments only, never the active one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Retention {
     /// Delete a segment once its newest record is older than this.
@@ -101,8 +102,6 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// When an append counts as durable.
     pub fsync: FsyncPolicy,
-    /// What to delete, and when.
-    pub retention: Retention,
     /// How long a record id is remembered for dedup; zero disables dedup.
     pub dedup_window: Duration,
     /// The clock that stamps records and judges age.
@@ -115,7 +114,6 @@ impl Default for LogConfig {
             segment_bytes: 128 * 1024 * 1024,
             index_interval_bytes: 4096,
             fsync: FsyncPolicy::Batch,
-            retention: Retention::default(),
             dedup_window: Duration::from_secs(120),
             clock: system_clock(),
         }
@@ -128,7 +126,6 @@ impl std::fmt::Debug for LogConfig {
             .field("segment_bytes", &self.segment_bytes)
             .field("index_interval_bytes", &self.index_interval_bytes)
             .field("fsync", &self.fsync)
-            .field("retention", &self.retention)
             .field("dedup_window", &self.dedup_window)
             .finish_non_exhaustive()
     }
@@ -232,10 +229,15 @@ pub trait PartitionLog: Send + Sync + 'static {
     /// Range and size of the partition.
     fn stats(&self) -> PartitionStats;
 
-    /// Deletes whole segments past retention. Segments holding any offset
-    /// `>= keep_from` are kept (subscriptions that still need them), and the
-    /// active segment is never deleted.
-    fn enforce_retention(&self, keep_from: Option<u64>) -> Result<RetentionReport>;
+    /// Deletes whole segments past `retention` (the broker passes the
+    /// topic's current limits, which can change while the log is open).
+    /// Segments holding any offset `>= keep_from` are kept (subscriptions
+    /// that still need them), and the active segment is never deleted.
+    fn enforce_retention(
+        &self,
+        retention: Retention,
+        keep_from: Option<u64>,
+    ) -> Result<RetentionReport>;
 
     /// Makes everything appended so far durable (shutdown, interval flush).
     async fn sync(&self) -> Result<()>;

@@ -1,0 +1,170 @@
+//! Translation between protobuf messages and the broker's domain types.
+
+use std::time::Duration;
+
+use herald::v1;
+
+use crate::broker::{BrokerError, Fsync, PublishReceipt, TopicInfo, TopicSettings, TopicSettingsPatch, TopicStats};
+
+/// A protobuf timestamp for milliseconds since the epoch.
+pub fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+fn to_proto_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn from_proto_duration(field: &str, d: &prost_types::Duration) -> Result<Duration, BrokerError> {
+    Duration::try_from(*d).map_err(|_| BrokerError::InvalidConfig {
+        reason: format!("{field} must be a non-negative duration"),
+    })
+}
+
+/// A request's topic config as a patch (unset fields are `None`).
+pub fn settings_patch(config: Option<&v1::TopicConfig>) -> Result<TopicSettingsPatch, BrokerError> {
+    let Some(c) = config else {
+        return Ok(TopicSettingsPatch::default());
+    };
+    let fsync = match v1::FsyncPolicy::try_from(c.fsync_policy) {
+        Ok(v1::FsyncPolicy::Unspecified) => None,
+        Ok(v1::FsyncPolicy::Batch) => Some(Fsync::Batch),
+        Ok(v1::FsyncPolicy::Interval) => Some(Fsync::Interval),
+        Ok(v1::FsyncPolicy::None) => Some(Fsync::None),
+        Err(_) => {
+            return Err(BrokerError::InvalidConfig {
+                reason: format!(
+                    "unknown fsync_policy value {}; use FSYNC_POLICY_BATCH (1), FSYNC_POLICY_INTERVAL (2) or FSYNC_POLICY_NONE (3)",
+                    c.fsync_policy
+                ),
+            });
+        }
+    };
+    Ok(TopicSettingsPatch {
+        partitions: (c.partitions != 0).then_some(c.partitions),
+        retention_age: c
+            .retention_age
+            .as_ref()
+            .map(|d| from_proto_duration("retention_age", d))
+            .transpose()?,
+        retention_bytes: (c.retention_bytes != 0).then_some(c.retention_bytes),
+        fsync,
+        fsync_interval: c
+            .fsync_interval
+            .as_ref()
+            .map(|d| from_proto_duration("fsync_interval", d))
+            .transpose()?,
+        dedup_window: c
+            .dedup_window
+            .as_ref()
+            .map(|d| from_proto_duration("dedup_window", d))
+            .transpose()?,
+        max_event_bytes: (c.max_event_bytes != 0).then_some(c.max_event_bytes),
+        segment_bytes: (c.segment_bytes != 0).then_some(c.segment_bytes),
+    })
+}
+
+/// Effective settings as a protobuf config.
+pub fn topic_config(s: &TopicSettings) -> v1::TopicConfig {
+    v1::TopicConfig {
+        partitions: s.partitions,
+        retention_age: s.retention_age.map(to_proto_duration),
+        retention_bytes: s.retention_bytes.unwrap_or(0),
+        fsync_policy: match s.fsync {
+            Fsync::Batch => v1::FsyncPolicy::Batch,
+            Fsync::Interval => v1::FsyncPolicy::Interval,
+            Fsync::None => v1::FsyncPolicy::None,
+        } as i32,
+        fsync_interval: Some(to_proto_duration(s.fsync_interval)),
+        dedup_window: Some(to_proto_duration(s.dedup_window)),
+        max_event_bytes: s.max_event_bytes,
+        segment_bytes: s.segment_bytes,
+    }
+}
+
+/// A topic for the admin API.
+pub fn topic(info: &TopicInfo) -> v1::Topic {
+    v1::Topic {
+        name: info.name.clone(),
+        config: Some(topic_config(&info.settings)),
+        create_time: Some(timestamp(info.created_at_ms)),
+    }
+}
+
+/// Topic stats for the admin API.
+pub fn topic_stats(stats: &TopicStats) -> v1::TopicStats {
+    let partitions: Vec<v1::PartitionStats> = stats
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(partition, p)| v1::PartitionStats {
+            partition: partition as u32,
+            first_offset: p.first_offset,
+            last_offset: p.next_offset.saturating_sub(1),
+            next_offset: p.next_offset,
+            event_count: p.records(),
+            bytes: p.bytes,
+            segments: p.segments,
+            last_publish_time: p.last_timestamp_ms.map(timestamp),
+        })
+        .collect();
+    v1::TopicStats {
+        topic: stats.name.clone(),
+        event_count: partitions.iter().map(|p| p.event_count).sum(),
+        bytes: partitions.iter().map(|p| p.bytes).sum(),
+        partitions,
+    }
+}
+
+/// Publish receipts as results.
+pub fn publish_results(receipts: Vec<PublishReceipt>) -> Vec<v1::PublishResult> {
+    receipts
+        .into_iter()
+        .map(|r| v1::PublishResult {
+            id: r.id,
+            partition: r.partition,
+            offset: r.offset,
+            duplicate: r.duplicate,
+            publish_time: Some(timestamp(r.publish_time_ms)),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fsync_policy_is_refused_with_the_known_values() {
+        let config = v1::TopicConfig {
+            fsync_policy: 7,
+            ..Default::default()
+        };
+        let error = settings_patch(Some(&config)).unwrap_err();
+        assert!(error.to_string().contains("FSYNC_POLICY_BATCH"), "{error}");
+    }
+
+    #[test]
+    fn settings_round_trip_through_proto() {
+        let settings = TopicSettings {
+            partitions: 3,
+            retention_age: Some(Duration::from_secs(3600)),
+            retention_bytes: Some(1 << 30),
+            fsync: Fsync::Interval,
+            ..TopicSettings::default()
+        };
+        let patch = settings_patch(Some(&topic_config(&settings))).unwrap();
+        assert_eq!(TopicSettings::default().create(&patch, 16 << 20).unwrap(), settings);
+    }
+
+    #[test]
+    fn timestamps_handle_negative_millis() {
+        assert_eq!(timestamp(-1), prost_types::Timestamp { seconds: -1, nanos: 999_000_000 });
+    }
+}

@@ -1,0 +1,186 @@
+//! The one place broker and storage errors become gRPC statuses, each with
+//! a `herald.v1.ErrorDetail` so clients can branch on the code.
+
+use herald::v1::{ErrorCode, ErrorDetail};
+use herald::{error_detail, status_with_detail};
+use tonic::Code;
+
+use crate::broker::BrokerError;
+use crate::storage::StorageError;
+
+/// The status for a broker error.
+pub fn to_status(error: &BrokerError) -> tonic::Status {
+    status_with_detail(&to_detail(error))
+}
+
+/// The error detail for a broker error (also sent inline on streams).
+pub fn to_detail(error: &BrokerError) -> ErrorDetail {
+    let (code, herald_code, metadata): (Code, ErrorCode, Vec<(&str, String)>) = match error {
+        BrokerError::InvalidTopicName { name, .. } => (
+            Code::InvalidArgument,
+            ErrorCode::InvalidTopicName,
+            vec![("topic", name.clone())],
+        ),
+        BrokerError::EmptyBatch { topic } => (
+            Code::InvalidArgument,
+            ErrorCode::EmptyBatch,
+            vec![("topic", topic.clone())],
+        ),
+        BrokerError::EventTooLarge {
+            topic,
+            index,
+            size,
+            limit,
+            ..
+        } => (
+            Code::InvalidArgument,
+            ErrorCode::EventTooLarge,
+            vec![
+                ("topic", topic.clone()),
+                ("index", index.to_string()),
+                ("size", size.to_string()),
+                ("limit", limit.to_string()),
+            ],
+        ),
+        BrokerError::InvalidEvent { index, .. } => (
+            Code::InvalidArgument,
+            ErrorCode::InvalidEvent,
+            vec![("index", index.to_string())],
+        ),
+        BrokerError::TopicNotFound { topic, .. } => (
+            Code::NotFound,
+            ErrorCode::TopicNotFound,
+            vec![("topic", topic.clone())],
+        ),
+        BrokerError::TopicAlreadyExists { topic } => (
+            Code::AlreadyExists,
+            ErrorCode::TopicAlreadyExists,
+            vec![("topic", topic.clone())],
+        ),
+        BrokerError::PartitionCountChange {
+            topic,
+            current,
+            requested,
+        } => (
+            Code::FailedPrecondition,
+            ErrorCode::PartitionCountChange,
+            vec![
+                ("topic", topic.clone()),
+                ("current", current.to_string()),
+                ("requested", requested.to_string()),
+            ],
+        ),
+        BrokerError::ImmutableSetting { topic, setting } => (
+            Code::FailedPrecondition,
+            ErrorCode::ImmutableTopicSetting,
+            vec![("topic", topic.clone()), ("setting", setting.to_string())],
+        ),
+        BrokerError::InvalidConfig { .. } => {
+            (Code::InvalidArgument, ErrorCode::InvalidTopicConfig, vec![])
+        }
+        BrokerError::ShuttingDown => (Code::Unavailable, ErrorCode::ShuttingDown, vec![]),
+        BrokerError::Storage {
+            topic, partition, ..
+        } => {
+            let (code, herald_code) = storage_codes(error.storage_error());
+            (
+                code,
+                herald_code,
+                vec![("topic", topic.clone()), ("partition", partition.to_string())],
+            )
+        }
+        BrokerError::Metadata { .. } => {
+            let (code, herald_code) = storage_codes(error.storage_error());
+            (code, herald_code, vec![])
+        }
+    };
+    if code == Code::Internal {
+        tracing::error!(error = %error, "request failed in storage");
+    }
+    error_detail(
+        code,
+        herald_code,
+        message(error),
+        metadata.into_iter().map(|(k, v)| (k.to_owned(), v)),
+    )
+}
+
+fn storage_codes(error: Option<&StorageError>) -> (Code, ErrorCode) {
+    match error {
+        Some(StorageError::Full { .. }) => (Code::ResourceExhausted, ErrorCode::StorageFull),
+        Some(StorageError::RecordTooLarge { .. }) => (Code::InvalidArgument, ErrorCode::EventTooLarge),
+        Some(StorageError::Closed) => (Code::Unavailable, ErrorCode::ShuttingDown),
+        _ => (Code::Internal, ErrorCode::StorageFailure),
+    }
+}
+
+fn message(error: &BrokerError) -> String {
+    match error.storage_error() {
+        Some(StorageError::Full { .. }) => format!(
+            "{error}; nothing of this request was stored; free space on the broker's data volume (or lower retention) and retry"
+        ),
+        Some(StorageError::RecordTooLarge { .. }) => {
+            format!("{error}; send smaller batches to this topic")
+        }
+        Some(StorageError::Closed) => {
+            format!("{error}; the topic was deleted or the broker is shutting down")
+        }
+        _ => error.to_string(),
+    }
+}
+
+/// A request field the api layer itself rejects (before the broker).
+pub fn invalid_request(message: impl Into<String>) -> tonic::Status {
+    status_with_detail(&error_detail(
+        Code::InvalidArgument,
+        ErrorCode::InvalidRequest,
+        message,
+        [],
+    ))
+}
+
+/// A call this server does not implement yet.
+pub fn not_implemented(what: &str) -> tonic::Status {
+    status_with_detail(&error_detail(
+        Code::Unimplemented,
+        ErrorCode::NotImplemented,
+        format!("{what} is not implemented by this Herald server yet"),
+        [],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use herald::StatusExt;
+
+    use super::*;
+
+    #[test]
+    fn disk_full_is_resource_exhausted_with_storage_full_code() {
+        let error = BrokerError::Storage {
+            topic: "t".into(),
+            partition: 0,
+            source: Arc::new(StorageError::io(
+                "appending",
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            )),
+        };
+        let status = to_status(&error);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.herald_code(), ErrorCode::StorageFull);
+        assert!(status.message().contains("free space"), "{}", status.message());
+    }
+
+    #[test]
+    fn unknown_topic_is_not_found_with_topic_in_metadata() {
+        let status = to_status(&BrokerError::TopicNotFound {
+            topic: "orders".into(),
+            hint: "",
+        });
+        assert_eq!(status.code(), Code::NotFound);
+        let detail = status.herald_detail().unwrap();
+        assert_eq!(detail.metadata.get("topic").map(String::as_str), Some("orders"));
+    }
+}

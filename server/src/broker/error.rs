@@ -1,0 +1,85 @@
+//! The broker's typed errors. The api layer maps each variant to a gRPC
+//! status in exactly one place (`api::status`).
+
+use std::sync::Arc;
+
+use crate::storage::StorageError;
+
+/// Why a broker operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(
+        "invalid topic name {name:?}: {reason}; use 1-249 characters of letters, digits, '.', '_' or '-'"
+    )]
+    InvalidTopicName { name: String, reason: &'static str },
+
+    #[error("publish to topic {topic:?} carried no events; send at least one")]
+    EmptyBatch { topic: String },
+
+    #[error(
+        "event {index} ({id:?}) is {size} bytes, over topic {topic:?}'s max_event_bytes of {limit}; split the payload or raise the topic's max_event_bytes"
+    )]
+    EventTooLarge {
+        topic: String,
+        index: usize,
+        id: String,
+        size: usize,
+        limit: u32,
+    },
+
+    #[error("event {index} is invalid: {reason}")]
+    InvalidEvent { index: usize, reason: String },
+
+    #[error("topic {topic:?} does not exist; create it with Admin.CreateTopic{hint}")]
+    TopicNotFound { topic: String, hint: &'static str },
+
+    #[error("topic {topic:?} already exists")]
+    TopicAlreadyExists { topic: String },
+
+    #[error(
+        "topic {topic:?} has {current} partitions and cannot change to {requested}: that would move keys across partitions and break per-key order; create a new topic instead"
+    )]
+    PartitionCountChange {
+        topic: String,
+        current: u32,
+        requested: u32,
+    },
+
+    #[error(
+        "topic {topic:?}: {setting} is fixed when the topic is created and cannot be updated; create a new topic with the setting you need"
+    )]
+    ImmutableSetting { topic: String, setting: &'static str },
+
+    #[error("invalid topic configuration: {reason}")]
+    InvalidConfig { reason: String },
+
+    #[error("the broker is shutting down; retry after it restarts")]
+    ShuttingDown,
+
+    #[error("storage of topic {topic:?} partition {partition} failed: {source}")]
+    Storage {
+        topic: String,
+        partition: u32,
+        #[source]
+        source: Arc<StorageError>,
+    },
+
+    #[error("storage failed: {source}")]
+    Metadata {
+        #[source]
+        source: StorageError,
+    },
+}
+
+impl BrokerError {
+    /// The storage error underneath, if this is one.
+    pub fn storage_error(&self) -> Option<&StorageError> {
+        match self {
+            BrokerError::Storage { source, .. } => Some(source),
+            BrokerError::Metadata { source } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

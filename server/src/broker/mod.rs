@@ -1,0 +1,561 @@
+//! The broker: topics, partitioning and the publish path, as a plain async
+//! library. It knows nothing of tonic; the api layer and tests drive it
+//! through [`Broker`], a cheap cloneable handle.
+//!
+//! Lock order: `Inner::admin` (create/delete/update) before any topic's
+//! `settings`; no lock is held across an `.await`.
+
+pub mod error;
+pub mod partition_writer;
+pub mod topic;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use herald::v1::Event;
+use parking_lot::{Mutex, RwLock};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::{BrokerError, Result};
+pub use topic::{Fsync, TopicMeta, TopicSettings, TopicSettingsPatch, validate_topic_name};
+
+use crate::storage::{NewRecord, PartitionLog, PartitionStats, Storage, system_clock};
+use partition_writer::AppendJob;
+
+/// Longest accepted event id, in bytes.
+pub const MAX_EVENT_ID_BYTES: usize = 256;
+/// Most payload bytes the partition writer merges into one storage batch.
+const MAX_GROUP_BYTES: usize = 4 * 1024 * 1024;
+
+/// How the broker behaves, independent of transport.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Settings of topics created without explicit ones (and auto-created).
+    pub topic_defaults: TopicSettings,
+    /// Create a topic on its first publish instead of answering NOT_FOUND.
+    pub auto_create_topics: bool,
+    /// Largest request the transport accepts; bounds `max_event_bytes`.
+    pub max_request_bytes: usize,
+    /// How often retention runs over every partition.
+    pub retention_check_interval: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            topic_defaults: TopicSettings::default(),
+            auto_create_topics: true,
+            max_request_bytes: 16 * 1024 * 1024,
+            retention_check_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where one published event went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishReceipt {
+    /// The event id (assigned if the publisher left it empty).
+    pub id: String,
+    /// Partition it was stored in.
+    pub partition: u32,
+    /// Its offset (the original's, for a duplicate).
+    pub offset: u64,
+    /// True when the id was already stored within the dedup window.
+    pub duplicate: bool,
+    /// When it was stored, milliseconds since the epoch.
+    pub publish_time_ms: i64,
+}
+
+/// A submitted publish waiting to be stored; see [`Broker::submit`].
+pub struct PendingPublish {
+    /// The topic, for errors.
+    topic: String,
+    /// One per event, offsets filled in by [`PendingPublish::wait`].
+    receipts: Vec<PublishReceipt>,
+    /// Per partition: the events' indexes and the writer's answer.
+    pending: Vec<(u32, Vec<usize>, oneshot::Receiver<AppendOutcome>)>,
+}
+
+type AppendOutcome = std::result::Result<Vec<crate::storage::Appended>, Arc<crate::storage::StorageError>>;
+
+impl PendingPublish {
+    /// Waits until every partition's share is durable (or failed).
+    pub async fn wait(mut self) -> Result<Vec<PublishReceipt>> {
+        for (partition, indexes, outcome) in self.pending {
+            let appended = outcome
+                .await
+                .map_err(|_| BrokerError::ShuttingDown)?
+                .map_err(|source| BrokerError::Storage {
+                    topic: self.topic.clone(),
+                    partition,
+                    source,
+                })?;
+            for (index, appended) in indexes.into_iter().zip(appended) {
+                let receipt = &mut self.receipts[index];
+                receipt.offset = appended.offset;
+                receipt.duplicate = appended.duplicate;
+                receipt.publish_time_ms = appended.timestamp_ms;
+            }
+        }
+        Ok(self.receipts)
+    }
+}
+
+/// A topic as the admin API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub settings: TopicSettings,
+    pub created_at_ms: i64,
+}
+
+/// A topic's size per partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicStats {
+    pub name: String,
+    pub partitions: Vec<PartitionStats>,
+}
+
+/// A cheap, cloneable handle to the broker.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Where topics live.
+    storage: Arc<dyn Storage>,
+    /// Behaviour settings.
+    config: BrokerConfig,
+    /// Open topics by name.
+    topics: DashMap<String, Arc<Topic>>,
+    /// Serializes create, update and delete so metadata and the map agree.
+    admin: Mutex<()>,
+    /// Set once shutdown begins: new publishes are refused.
+    closing: AtomicBool,
+    /// Partition writers and the retention loop.
+    tasks: TaskTracker,
+    /// Stops the background loops.
+    cancel: CancellationToken,
+}
+
+/// An open topic.
+struct Topic {
+    /// Current settings (retention and max_event_bytes can change).
+    settings: RwLock<TopicSettings>,
+    /// Creation time, ms since the epoch.
+    created_at_ms: i64,
+    /// One per partition, by index.
+    partitions: Vec<Partition>,
+    /// Next partition for keyless publishes.
+    round_robin: AtomicU64,
+}
+
+struct Partition {
+    /// The partition's log, for reads and stats.
+    log: Arc<dyn PartitionLog>,
+    /// Queue of the partition's writer task.
+    writer: mpsc::Sender<AppendJob>,
+}
+
+impl Broker {
+    /// Opens every topic found in `storage` (recovering their logs) and
+    /// starts the background tasks. Must run inside a tokio runtime.
+    /// `shutdown` stops the background tasks; call [`Broker::shutdown`] to
+    /// also drain publishes and sync the logs.
+    pub fn open(storage: Arc<dyn Storage>, config: BrokerConfig, shutdown: CancellationToken) -> Result<Self> {
+        let broker = Broker {
+            inner: Arc::new(Inner {
+                storage,
+                config,
+                topics: DashMap::new(),
+                admin: Mutex::new(()),
+                closing: AtomicBool::new(false),
+                tasks: TaskTracker::new(),
+                cancel: shutdown,
+            }),
+        };
+        let stored = broker
+            .inner
+            .storage
+            .list_topics()
+            .map_err(|source| BrokerError::Metadata { source })?;
+        for stored in stored {
+            let meta = TopicMeta::from_bytes(&stored.meta).map_err(|e| BrokerError::InvalidConfig {
+                reason: format!("stored metadata of topic {:?} does not parse: {e}", stored.name),
+            })?;
+            let topic = broker.open_topic(&meta.name, meta.settings, meta.created_at_ms)?;
+            broker.inner.topics.insert(meta.name, topic);
+        }
+        broker.spawn_retention_loop();
+        Ok(broker)
+    }
+
+    /// The broker's settings.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.inner.config
+    }
+
+    /// Publishes `events` to `topic`, returning once they are durable under
+    /// the topic's fsync policy. Each partition's share of the batch is
+    /// stored whole or not at all.
+    pub async fn publish(&self, topic: &str, events: Vec<Event>) -> Result<Vec<PublishReceipt>> {
+        self.submit(topic, events).await?.wait().await
+    }
+
+    /// The first half of [`Broker::publish`]: validates the batch and queues
+    /// it on its partitions' writers, without waiting for it to be stored.
+    /// Batches submitted one after another are stored in that order, so a
+    /// pipelining caller submits in sequence and waits concurrently.
+    pub async fn submit(&self, topic: &str, mut events: Vec<Event>) -> Result<PendingPublish> {
+        if self.is_closing() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        validate_topic_name(topic)?;
+        if events.is_empty() {
+            return Err(BrokerError::EmptyBatch { topic: topic.to_owned() });
+        }
+        let handle = self.topic_for_publish(topic)?;
+        let max_event_bytes = handle.settings.read().max_event_bytes;
+        let partition_count = handle.partitions.len() as u32;
+        // Keyless events of one publish share a partition (sticky round
+        // robin), so a batch stays one append and keeps its order.
+        let sticky = (handle.round_robin.fetch_add(1, Ordering::Relaxed) % partition_count as u64) as u32;
+
+        let mut groups: Vec<(Vec<usize>, Vec<NewRecord>, usize)> =
+            (0..partition_count).map(|_| (Vec::new(), Vec::new(), 0)).collect();
+        let mut receipts = Vec::with_capacity(events.len());
+        for (index, event) in events.iter_mut().enumerate() {
+            if event.id.is_empty() {
+                event.id = uuid::Uuid::now_v7().to_string();
+            } else if event.id.len() > MAX_EVENT_ID_BYTES {
+                return Err(BrokerError::InvalidEvent {
+                    index,
+                    reason: format!(
+                        "id is {} bytes; use at most {MAX_EVENT_ID_BYTES}",
+                        event.id.len()
+                    ),
+                });
+            }
+            let size = event.encoded_len();
+            if size > max_event_bytes as usize {
+                return Err(BrokerError::EventTooLarge {
+                    topic: topic.to_owned(),
+                    index,
+                    id: event.id.clone(),
+                    size,
+                    limit: max_event_bytes,
+                });
+            }
+            let partition = if event.key.is_empty() {
+                sticky
+            } else {
+                partition_for_key(&event.key, partition_count)
+            };
+            let group = &mut groups[partition as usize];
+            group.0.push(index);
+            group.2 += size;
+            receipts.push(PublishReceipt {
+                id: event.id.clone(),
+                partition,
+                offset: 0,
+                duplicate: false,
+                publish_time_ms: 0,
+            });
+        }
+        // Encode after validation so a refused batch costs no encoding.
+        for group in &mut groups {
+            group.1 = group
+                .0
+                .iter()
+                .map(|&index| {
+                    let event = &events[index];
+                    NewRecord {
+                        id: Bytes::copy_from_slice(event.id.as_bytes()),
+                        payload: Bytes::from(event.encode_to_vec()),
+                    }
+                })
+                .collect();
+        }
+
+        let mut pending = Vec::new();
+        for (partition, (indexes, records, bytes)) in groups.into_iter().enumerate() {
+            if indexes.is_empty() {
+                continue;
+            }
+            let (reply, outcome) = oneshot::channel();
+            let job = AppendJob { records, bytes, reply };
+            handle.partitions[partition]
+                .writer
+                .send(job)
+                .await
+                .map_err(|_| BrokerError::ShuttingDown)?;
+            pending.push((partition as u32, indexes, outcome));
+        }
+        Ok(PendingPublish {
+            topic: topic.to_owned(),
+            receipts,
+            pending,
+        })
+    }
+
+    /// Creates a topic with `patch` over the server's defaults.
+    pub fn create_topic(&self, name: &str, patch: &TopicSettingsPatch) -> Result<TopicInfo> {
+        validate_topic_name(name)?;
+        let settings = self
+            .inner
+            .config
+            .topic_defaults
+            .create(patch, self.inner.config.max_request_bytes)?;
+        let _admin = self.inner.admin.lock();
+        if self.inner.topics.contains_key(name) {
+            return Err(BrokerError::TopicAlreadyExists { topic: name.to_owned() });
+        }
+        self.create_locked(name, settings)
+    }
+
+    /// The topic's settings and creation time.
+    pub fn get_topic(&self, name: &str) -> Result<TopicInfo> {
+        validate_topic_name(name)?;
+        let topic = self.topic(name)?;
+        Ok(info(name, &topic))
+    }
+
+    /// Every topic, by name.
+    pub fn list_topics(&self) -> Vec<TopicInfo> {
+        let mut topics: Vec<TopicInfo> = self
+            .inner
+            .topics
+            .iter()
+            .map(|entry| info(entry.key(), entry.value()))
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        topics
+    }
+
+    /// Changes the settings that may change (retention, max_event_bytes).
+    pub fn update_topic(&self, name: &str, patch: &TopicSettingsPatch) -> Result<TopicInfo> {
+        validate_topic_name(name)?;
+        let _admin = self.inner.admin.lock();
+        let topic = self.topic(name)?;
+        let current = topic.settings.read().clone();
+        let updated = current.update(name, patch, self.inner.config.max_request_bytes)?;
+        let meta = TopicMeta {
+            version: 1,
+            name: name.to_owned(),
+            settings: updated.clone(),
+            created_at_ms: topic.created_at_ms,
+        };
+        self.inner
+            .storage
+            .write_topic_meta(name, &meta.to_bytes())
+            .map_err(|source| BrokerError::Metadata { source })?;
+        *topic.settings.write() = updated;
+        Ok(info(name, &topic))
+    }
+
+    /// Deletes a topic and every event in it.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        validate_topic_name(name)?;
+        let _admin = self.inner.admin.lock();
+        if self.inner.topics.remove(name).is_none() {
+            return Err(self.not_found(name));
+        }
+        // Writers end once in-flight publishes drop their handles; appends
+        // racing the delete fail with a storage "closed" error.
+        self.inner
+            .storage
+            .delete_topic(name)
+            .map_err(|source| BrokerError::Metadata { source })
+    }
+
+    /// Offsets, counts and sizes per partition.
+    pub fn topic_stats(&self, name: &str) -> Result<TopicStats> {
+        validate_topic_name(name)?;
+        let topic = self.topic(name)?;
+        Ok(TopicStats {
+            name: name.to_owned(),
+            partitions: topic.partitions.iter().map(|p| p.log.stats()).collect(),
+        })
+    }
+
+    /// Runs one retention pass over every partition of every topic.
+    pub fn enforce_retention(&self) {
+        let topics: Vec<(String, Arc<Topic>)> = self
+            .inner
+            .topics
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        for (name, topic) in topics {
+            let retention = topic.settings.read().retention();
+            if retention.max_age.is_none() && retention.max_bytes.is_none() {
+                continue;
+            }
+            for (partition, p) in topic.partitions.iter().enumerate() {
+                match p.log.enforce_retention(retention, None) {
+                    Ok(report) if report.segments_deleted > 0 => tracing::info!(
+                        topic = %name,
+                        partition,
+                        segments = report.segments_deleted,
+                        events = report.records_deleted,
+                        bytes = report.bytes_deleted,
+                        "retention deleted segments"
+                    ),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(topic = %name, partition, %error, "retention failed"),
+                }
+            }
+        }
+    }
+
+    /// True once [`Broker::shutdown`] has begun.
+    pub fn is_closing(&self) -> bool {
+        self.inner.closing.load(Ordering::Acquire)
+    }
+
+    /// Refuses new publishes, lets in-flight ones finish, stops the
+    /// background tasks and syncs every log. Idempotent.
+    pub async fn shutdown(&self) {
+        self.inner.closing.store(true, Ordering::Release);
+        self.inner.cancel.cancel();
+        let logs: Vec<Arc<dyn PartitionLog>> = self
+            .inner
+            .topics
+            .iter()
+            .flat_map(|e| e.value().partitions.iter().map(|p| p.log.clone()).collect::<Vec<_>>())
+            .collect();
+        // Dropping the map's handles closes the writer queues once in-flight
+        // publishes release theirs; the writers finish what is queued.
+        self.inner.topics.clear();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        for log in logs {
+            if let Err(error) = log.sync().await {
+                tracing::error!(%error, "final sync failed");
+            }
+        }
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        self.inner
+            .topics
+            .get(name)
+            .map(|t| t.value().clone())
+            .ok_or_else(|| self.not_found(name))
+    }
+
+    fn not_found(&self, name: &str) -> BrokerError {
+        BrokerError::TopicNotFound {
+            topic: name.to_owned(),
+            hint: "",
+        }
+    }
+
+    fn topic_for_publish(&self, name: &str) -> Result<Arc<Topic>> {
+        if let Some(topic) = self.inner.topics.get(name) {
+            return Ok(topic.value().clone());
+        }
+        if !self.inner.config.auto_create_topics {
+            return Err(BrokerError::TopicNotFound {
+                topic: name.to_owned(),
+                hint: " (this server does not create topics on first publish)",
+            });
+        }
+        let _admin = self.inner.admin.lock();
+        if let Some(topic) = self.inner.topics.get(name) {
+            return Ok(topic.value().clone());
+        }
+        if self.is_closing() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        self.create_locked(name, self.inner.config.topic_defaults.clone())?;
+        tracing::info!(topic = %name, "topic created on first publish");
+        self.topic(name)
+    }
+
+    /// Creates partitions, then metadata (so a crash in between leaves no
+    /// half topic visible), then registers the topic. Caller holds `admin`.
+    fn create_locked(&self, name: &str, settings: TopicSettings) -> Result<TopicInfo> {
+        let created_at_ms = (system_clock())();
+        let topic = self.open_topic(name, settings.clone(), created_at_ms)?;
+        let meta = TopicMeta {
+            version: 1,
+            name: name.to_owned(),
+            settings,
+            created_at_ms,
+        };
+        if let Err(source) = self.inner.storage.write_topic_meta(name, &meta.to_bytes()) {
+            let _ = self.inner.storage.delete_topic(name);
+            return Err(BrokerError::Metadata { source });
+        }
+        let info = info(name, &topic);
+        self.inner.topics.insert(name.to_owned(), topic);
+        Ok(info)
+    }
+
+    fn open_topic(&self, name: &str, settings: TopicSettings, created_at_ms: i64) -> Result<Arc<Topic>> {
+        let mut partitions = Vec::with_capacity(settings.partitions as usize);
+        for partition in 0..settings.partitions {
+            let log = self
+                .inner
+                .storage
+                .open_partition(name, partition, settings.log_config())
+                .map_err(|source| BrokerError::Storage {
+                    topic: name.to_owned(),
+                    partition,
+                    source: Arc::new(source),
+                })?;
+            let (writer, jobs) = mpsc::channel(partition_writer::QUEUE_DEPTH);
+            let group_bytes = MAX_GROUP_BYTES.min(settings.segment_bytes as usize / 2);
+            self.inner
+                .tasks
+                .spawn(partition_writer::run(log.clone(), jobs, group_bytes));
+            partitions.push(Partition { log, writer });
+        }
+        Ok(Arc::new(Topic {
+            settings: RwLock::new(settings),
+            created_at_ms,
+            partitions,
+            round_robin: AtomicU64::new(0),
+        }))
+    }
+
+    fn spawn_retention_loop(&self) {
+        let broker = Arc::downgrade(&self.inner);
+        let cancel = self.inner.cancel.clone();
+        let period = self.inner.config.retention_check_interval;
+        self.inner.tasks.spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                let Some(inner) = broker.upgrade() else { return };
+                Broker { inner }.enforce_retention();
+            }
+        });
+    }
+}
+
+fn info(name: &str, topic: &Topic) -> TopicInfo {
+    TopicInfo {
+        name: name.to_owned(),
+        settings: topic.settings.read().clone(),
+        created_at_ms: topic.created_at_ms,
+    }
+}
+
+/// The partition of a keyed event: a stable hash of the key, so a key stays
+/// on its partition across restarts.
+pub fn partition_for_key(key: &str, partitions: u32) -> u32 {
+    crc32c::crc32c(key.as_bytes()) % partitions
+}

@@ -1,0 +1,270 @@
+//! Server configuration: a TOML file, overridden by environment variables,
+//! overridden by flags; every setting has a default that works with no
+//! configuration at all.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::broker::{BrokerConfig, Fsync, TopicSettings};
+
+/// Everything `herald serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Where topics are stored.
+    pub data_dir: PathBuf,
+    /// Keep everything in memory (nothing survives a restart).
+    pub in_memory: bool,
+    /// How long shutdown waits for open calls and streams before closing them.
+    pub shutdown_timeout: Duration,
+    /// Broker behaviour.
+    pub broker: BrokerConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("herald-data"),
+            in_memory: false,
+            shutdown_timeout: Duration::from_secs(10),
+            broker: BrokerConfig::default(),
+        }
+    }
+}
+
+/// The TOML file's shape. Every key is optional.
+///
+/// ```toml
+/// listen = "127.0.0.1:50051"
+/// data_dir = "./herald-data"
+/// auto_create_topics = true
+/// max_request_bytes = 16777216
+/// shutdown_timeout = "10s"
+/// retention_check_interval = "1m"
+///
+/// [topic_defaults]
+/// partitions = 1
+/// fsync = "batch"          # batch | interval | none
+/// fsync_interval = "1s"
+/// dedup_window = "2m"
+/// retention_age = "7days"  # unset: keep forever
+/// retention_bytes = 10737418240
+/// max_event_bytes = 1048576
+/// segment_bytes = 134217728
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub in_memory: Option<bool>,
+    pub auto_create_topics: Option<bool>,
+    pub max_request_bytes: Option<usize>,
+    pub shutdown_timeout: Option<String>,
+    pub retention_check_interval: Option<String>,
+    #[serde(default)]
+    pub topic_defaults: TopicDefaults,
+}
+
+/// `[topic_defaults]`: settings of topics created without explicit ones.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicDefaults {
+    pub partitions: Option<u32>,
+    pub fsync: Option<String>,
+    pub fsync_interval: Option<String>,
+    pub dedup_window: Option<String>,
+    pub retention_age: Option<String>,
+    pub retention_bytes: Option<u64>,
+    pub max_event_bytes: Option<u32>,
+    pub segment_bytes: Option<u64>,
+}
+
+/// Settings given on the command line or in the environment; they win over
+/// the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub in_memory: Option<bool>,
+    pub auto_create_topics: Option<bool>,
+    pub max_request_bytes: Option<usize>,
+    pub shutdown_timeout: Option<Duration>,
+    pub default_partitions: Option<u32>,
+    pub default_fsync: Option<Fsync>,
+}
+
+/// A configuration problem, naming the setting and what is accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("setting {setting}: {reason}")]
+    Invalid { setting: &'static str, reason: String },
+}
+
+fn duration(setting: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text).map_err(|e| ConfigError::Invalid {
+        setting,
+        reason: format!("{text:?} is not a duration ({e}); write e.g. \"500ms\", \"10s\", \"7days\""),
+    })
+}
+
+impl ServerConfig {
+    /// Defaults, then the file at `path` (if any), then `overrides`.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    source,
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Self::resolve(file, overrides)
+    }
+
+    /// Merges a parsed file with overrides over the defaults.
+    pub fn resolve(file: FileConfig, o: &Overrides) -> Result<Self, ConfigError> {
+        let mut c = ServerConfig::default();
+        let d = &file.topic_defaults;
+        let t: &mut TopicSettings = &mut c.broker.topic_defaults;
+        if let Some(v) = d.partitions {
+            t.partitions = v;
+        }
+        if let Some(v) = &d.fsync {
+            t.fsync = v.parse().map_err(|reason| ConfigError::Invalid {
+                setting: "topic_defaults.fsync",
+                reason,
+            })?;
+        }
+        if let Some(v) = &d.fsync_interval {
+            t.fsync_interval = duration("topic_defaults.fsync_interval", v)?;
+        }
+        if let Some(v) = &d.dedup_window {
+            t.dedup_window = duration("topic_defaults.dedup_window", v)?;
+        }
+        if let Some(v) = &d.retention_age {
+            t.retention_age = Some(duration("topic_defaults.retention_age", v)?);
+        }
+        if let Some(v) = d.retention_bytes {
+            t.retention_bytes = Some(v);
+        }
+        if let Some(v) = d.max_event_bytes {
+            t.max_event_bytes = v;
+        }
+        if let Some(v) = d.segment_bytes {
+            t.segment_bytes = v;
+        }
+        if let Some(v) = o.default_partitions {
+            t.partitions = v;
+        }
+        if let Some(v) = o.default_fsync {
+            t.fsync = v;
+        }
+
+        c.listen = o.listen.or(file.listen).unwrap_or(c.listen);
+        c.data_dir = o.data_dir.clone().or(file.data_dir).unwrap_or(c.data_dir);
+        c.in_memory = o.in_memory.or(file.in_memory).unwrap_or(c.in_memory);
+        c.broker.auto_create_topics = o
+            .auto_create_topics
+            .or(file.auto_create_topics)
+            .unwrap_or(c.broker.auto_create_topics);
+        c.broker.max_request_bytes = o
+            .max_request_bytes
+            .or(file.max_request_bytes)
+            .unwrap_or(c.broker.max_request_bytes);
+        if let Some(v) = &file.shutdown_timeout {
+            c.shutdown_timeout = duration("shutdown_timeout", v)?;
+        }
+        if let Some(v) = o.shutdown_timeout {
+            c.shutdown_timeout = v;
+        }
+        if let Some(v) = &file.retention_check_interval {
+            c.broker.retention_check_interval = duration("retention_check_interval", v)?;
+        }
+        if c.broker.max_request_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                setting: "max_request_bytes",
+                reason: format!("{} is too small; use at least 1024", c.broker.max_request_bytes),
+            });
+        }
+        c.broker
+            .topic_defaults
+            .validate(c.broker.max_request_bytes)
+            .map_err(|e| ConfigError::Invalid {
+                setting: "topic_defaults",
+                reason: e.to_string(),
+            })?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_config_gives_working_defaults() {
+        let c = ServerConfig::load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.data_dir, PathBuf::from("herald-data"));
+        assert!(c.broker.auto_create_topics);
+        assert_eq!(c.broker.topic_defaults.fsync, Fsync::Batch);
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            listen = "127.0.0.1:6000"
+            auto_create_topics = false
+            [topic_defaults]
+            fsync = "none"
+            partitions = 4
+            retention_age = "7days"
+            "#,
+        )
+        .unwrap();
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            default_partitions: Some(2),
+            ..Default::default()
+        };
+        let c = ServerConfig::resolve(file, &overrides).unwrap();
+        assert_eq!(c.listen.port(), 7000);
+        assert!(!c.broker.auto_create_topics);
+        assert_eq!(c.broker.topic_defaults.fsync, Fsync::None);
+        assert_eq!(c.broker.topic_defaults.partitions, 2);
+        assert_eq!(c.broker.topic_defaults.retention_age, Some(Duration::from_secs(7 * 86400)));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = toml::from_str::<FileConfig>("listn = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("listn"), "{err}");
+        let file: FileConfig = toml::from_str("[topic_defaults]\nfsync = \"sometimes\"").unwrap();
+        let err = ServerConfig::resolve(file, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("batch, interval or none"), "{err}");
+    }
+}

@@ -1,0 +1,195 @@
+//! Runs the gRPC server: opens storage and the broker, serves Publisher,
+//! Admin, health and reflection, and shuts down in order when told.
+//!
+//! Shutdown (the `shutdown` token is cancelled, e.g. on SIGTERM): health goes
+//! NOT_SERVING, streams stop reading and end with UNAVAILABLE, the listener
+//! stops accepting, in-flight calls finish (bounded by `shutdown_timeout`),
+//! then the broker drains its write queues and fsyncs every log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use herald::v1::admin_server::AdminServer;
+use herald::v1::publisher_server::PublisherServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic_health::ServingStatus;
+
+use crate::api::ApiContext;
+use crate::api::admin::AdminService;
+use crate::api::publisher::PublisherService;
+use crate::broker::{Broker, BrokerError};
+use crate::config::ServerConfig;
+use crate::storage::file::FileStorage;
+use crate::storage::memory::MemoryStorage;
+use crate::storage::{Storage, StorageError};
+
+/// Services reported by health, besides the whole server ("").
+const SERVICE_NAMES: [&str; 2] = ["herald.v1.Publisher", "herald.v1.Admin"];
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(
+        "cannot use data directory {path}: {source}; pass a writable directory with --data-dir (or HERALD_DATA_DIR)"
+    )]
+    DataDir {
+        path: String,
+        #[source]
+        source: StorageError,
+    },
+    #[error("cannot open the stored topics: {0}")]
+    Broker(#[from] BrokerError),
+    #[error("cannot listen on {addr}: {source}; is another process using the port? pass --listen")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC transport failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A server with storage open and its port bound, ready to [`run`](Self::run).
+pub struct BoundServer {
+    config: ServerConfig,
+    broker: Broker,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    broker_shutdown: CancellationToken,
+}
+
+impl BoundServer {
+    /// Opens storage (recovering it), opens the broker and binds the port.
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        let storage: Arc<dyn Storage> = if config.in_memory {
+            Arc::new(MemoryStorage::new())
+        } else {
+            Arc::new(FileStorage::open(&config.data_dir).map_err(|source| ServerError::DataDir {
+                path: config.data_dir.display().to_string(),
+                source,
+            })?)
+        };
+        let broker_shutdown = CancellationToken::new();
+        let broker = Broker::open(storage, config.broker.clone(), broker_shutdown.clone())?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        Ok(Self {
+            config,
+            broker,
+            listener,
+            local_addr,
+            broker_shutdown,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The broker, for in-process use beside the gRPC server.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Serves until `shutdown` is cancelled, then shuts down in order.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let BoundServer {
+            config,
+            broker,
+            listener,
+            local_addr,
+            broker_shutdown,
+        } = self;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in std::iter::once("").chain(SERVICE_NAMES) {
+            health.set_service_status(name, ServingStatus::Serving).await;
+        }
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(herald::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("embedded descriptor sets are valid");
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(herald::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .expect("embedded descriptor sets are valid");
+
+        let api_shutdown = CancellationToken::new();
+        let ctx = ApiContext {
+            broker: broker.clone(),
+            tasks: TaskTracker::new(),
+            shutdown: api_shutdown.clone(),
+        };
+        let max = config.broker.max_request_bytes;
+        let publisher = PublisherServer::new(PublisherService::new(ctx.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        let admin = AdminServer::new(AdminService::new(ctx.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+
+        let stop_accepting = CancellationToken::new();
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .initial_stream_window_size(4 * 1024 * 1024)
+            .initial_connection_window_size(16 * 1024 * 1024)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(publisher)
+            .add_service(admin);
+        let serve = router.serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            stop_accepting.clone().cancelled_owned(),
+        );
+        tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(), in_memory = config.in_memory, "herald listening on {local_addr}");
+        let mut serve = tokio::spawn(serve);
+
+        tokio::select! {
+            result = &mut serve => {
+                // The transport ended by itself: report it, but still drain.
+                broker.shutdown().await;
+                return match result {
+                    Ok(result) => result.map_err(ServerError::from),
+                    Err(join) => panic!("server task panicked: {join}"),
+                };
+            }
+            _ = shutdown.cancelled() => {}
+        }
+
+        tracing::info!("shutting down: draining");
+        for name in std::iter::once("").chain(SERVICE_NAMES) {
+            health.set_service_status(name, ServingStatus::NotServing).await;
+        }
+        api_shutdown.cancel();
+        stop_accepting.cancel();
+        match tokio::time::timeout(config.shutdown_timeout, &mut serve).await {
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "transport error while draining"),
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!(timeout = ?config.shutdown_timeout, "calls still open after the shutdown timeout; closing them");
+                serve.abort();
+            }
+        }
+        ctx.tasks.close();
+        let _ = tokio::time::timeout(config.shutdown_timeout, ctx.tasks.wait()).await;
+        broker.shutdown().await;
+        broker_shutdown.cancel();
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
