@@ -21,10 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let fds = protox::compile(&files, [&proto_dir])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("herald_descriptor.bin"),
-        fds.encode_to_vec(),
-    )?;
+    std::fs::write(out_dir.join("herald_descriptor.bin"), fds.encode_to_vec())?;
 
     tonic_prost_build::configure()
         .bytes(".herald.v1.Event.data")

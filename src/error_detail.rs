@@ -99,6 +99,9 @@ mod tests {
 
     #[test]
     fn status_without_detail_has_unspecified_code() {
-        assert_eq!(tonic::Status::internal("x").herald_code(), ErrorCode::Unspecified);
+        assert_eq!(
+            tonic::Status::internal("x").herald_code(),
+            ErrorCode::Unspecified
+        );
     }
 }

@@ -35,7 +35,10 @@ mod tests {
             .flat_map(|f| f.service.iter().map(|s| s.name().to_owned()))
             .collect();
         for name in ["Publisher", "Subscriber", "Admin"] {
-            assert!(services.iter().any(|s| s == name), "{name} missing from {services:?}");
+            assert!(
+                services.iter().any(|s| s == name),
+                "{name} missing from {services:?}"
+            );
         }
     }
 }

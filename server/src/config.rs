@@ -115,13 +115,18 @@ pub enum ConfigError {
         source: toml::de::Error,
     },
     #[error("setting {setting}: {reason}")]
-    Invalid { setting: &'static str, reason: String },
+    Invalid {
+        setting: &'static str,
+        reason: String,
+    },
 }
 
 fn duration(setting: &'static str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text).map_err(|e| ConfigError::Invalid {
         setting,
-        reason: format!("{text:?} is not a duration ({e}); write e.g. \"500ms\", \"10s\", \"7days\""),
+        reason: format!(
+            "{text:?} is not a duration ({e}); write e.g. \"500ms\", \"10s\", \"7days\""
+        ),
     })
 }
 
@@ -206,7 +211,10 @@ impl ServerConfig {
         if c.broker.max_request_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 setting: "max_request_bytes",
-                reason: format!("{} is too small; use at least 1024", c.broker.max_request_bytes),
+                reason: format!(
+                    "{} is too small; use at least 1024",
+                    c.broker.max_request_bytes
+                ),
             });
         }
         c.broker
@@ -256,7 +264,10 @@ mod tests {
         assert!(!c.broker.auto_create_topics);
         assert_eq!(c.broker.topic_defaults.fsync, Fsync::None);
         assert_eq!(c.broker.topic_defaults.partitions, 2);
-        assert_eq!(c.broker.topic_defaults.retention_age, Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(
+            c.broker.topic_defaults.retention_age,
+            Some(Duration::from_secs(7 * 86400))
+        );
     }
 
     #[test]

@@ -13,10 +13,20 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "herald", version, about = "A durable event broker with a gRPC API")]
+#[command(
+    name = "herald",
+    version,
+    about = "A durable event broker with a gRPC API"
+)]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "human", env = "HERALD_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "HERALD_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     /// Log level or filter (RUST_LOG syntax); RUST_LOG wins when set.
     #[arg(long, global = true, default_value = "info", env = "HERALD_LOG_LEVEL")]
@@ -70,7 +80,9 @@ struct ServeArgs {
 
 fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -80,13 +92,14 @@ fn init_logging(format: LogFormat, level: &str) {
 /// Cancels the token on Ctrl-C or SIGTERM.
 fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
             _ = term.recv() => tracing::info!("SIGTERM received"),
@@ -109,7 +122,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig::load(args.config.as_deref(), &overrides)?;
     let started = std::time::Instant::now();
     let server = BoundServer::bind(config).await?;
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "storage open");
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "storage open"
+    );
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     server.run(shutdown).await?;
@@ -119,7 +135,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("herald: cannot start the async runtime: {error}");

@@ -67,19 +67,22 @@ impl BoundServer {
         let storage: Arc<dyn Storage> = if config.in_memory {
             Arc::new(MemoryStorage::new())
         } else {
-            Arc::new(FileStorage::open(&config.data_dir).map_err(|source| ServerError::DataDir {
-                path: config.data_dir.display().to_string(),
-                source,
+            Arc::new(FileStorage::open(&config.data_dir).map_err(|source| {
+                ServerError::DataDir {
+                    path: config.data_dir.display().to_string(),
+                    source,
+                }
             })?)
         };
         let broker_shutdown = CancellationToken::new();
         let broker = Broker::open(storage, config.broker.clone(), broker_shutdown.clone())?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen,
             source,
@@ -114,7 +117,9 @@ impl BoundServer {
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in std::iter::once("").chain(SERVICE_NAMES) {
-            health.set_service_status(name, ServingStatus::Serving).await;
+            health
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
         }
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -173,7 +178,9 @@ impl BoundServer {
 
         tracing::info!("shutting down: draining");
         for name in std::iter::once("").chain(SERVICE_NAMES) {
-            health.set_service_status(name, ServingStatus::NotServing).await;
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
         }
         api_shutdown.cancel();
         stop_accepting.cancel();

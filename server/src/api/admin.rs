@@ -22,7 +22,10 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn create_topic(&self, request: Request<CreateTopicRequest>) -> Result<Response<Topic>, Status> {
+    async fn create_topic(
+        &self,
+        request: Request<CreateTopicRequest>,
+    ) -> Result<Response<Topic>, Status> {
         let request = request.into_inner();
         let patch = settings_patch(request.config.as_ref()).map_err(|e| to_status(&e))?;
         let info = self
@@ -34,7 +37,10 @@ impl Admin for AdminService {
         Ok(Response::new(convert::topic(&info)))
     }
 
-    async fn get_topic(&self, request: Request<GetTopicRequest>) -> Result<Response<Topic>, Status> {
+    async fn get_topic(
+        &self,
+        request: Request<GetTopicRequest>,
+    ) -> Result<Response<Topic>, Status> {
         let info = self
             .ctx
             .broker
@@ -43,12 +49,24 @@ impl Admin for AdminService {
         Ok(Response::new(convert::topic(&info)))
     }
 
-    async fn list_topics(&self, _request: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
-        let topics = self.ctx.broker.list_topics().iter().map(convert::topic).collect();
+    async fn list_topics(
+        &self,
+        _request: Request<ListTopicsRequest>,
+    ) -> Result<Response<ListTopicsResponse>, Status> {
+        let topics = self
+            .ctx
+            .broker
+            .list_topics()
+            .iter()
+            .map(convert::topic)
+            .collect();
         Ok(Response::new(ListTopicsResponse { topics }))
     }
 
-    async fn update_topic(&self, request: Request<UpdateTopicRequest>) -> Result<Response<Topic>, Status> {
+    async fn update_topic(
+        &self,
+        request: Request<UpdateTopicRequest>,
+    ) -> Result<Response<Topic>, Status> {
         let request = request.into_inner();
         let patch = settings_patch(request.config.as_ref()).map_err(|e| to_status(&e))?;
         let info = self
@@ -60,14 +78,23 @@ impl Admin for AdminService {
         Ok(Response::new(convert::topic(&info)))
     }
 
-    async fn delete_topic(&self, request: Request<DeleteTopicRequest>) -> Result<Response<DeleteTopicResponse>, Status> {
+    async fn delete_topic(
+        &self,
+        request: Request<DeleteTopicRequest>,
+    ) -> Result<Response<DeleteTopicResponse>, Status> {
         let name = request.into_inner().name;
-        self.ctx.broker.delete_topic(&name).map_err(|e| to_status(&e))?;
+        self.ctx
+            .broker
+            .delete_topic(&name)
+            .map_err(|e| to_status(&e))?;
         tracing::info!(topic = %name, "topic deleted");
         Ok(Response::new(DeleteTopicResponse {}))
     }
 
-    async fn get_topic_stats(&self, request: Request<GetTopicStatsRequest>) -> Result<Response<TopicStats>, Status> {
+    async fn get_topic_stats(
+        &self,
+        request: Request<GetTopicStatsRequest>,
+    ) -> Result<Response<TopicStats>, Status> {
         let stats = self
             .ctx
             .broker
@@ -76,11 +103,17 @@ impl Admin for AdminService {
         Ok(Response::new(convert::topic_stats(&stats)))
     }
 
-    async fn create_subscription(&self, _: Request<CreateSubscriptionRequest>) -> Result<Response<Subscription>, Status> {
+    async fn create_subscription(
+        &self,
+        _: Request<CreateSubscriptionRequest>,
+    ) -> Result<Response<Subscription>, Status> {
         Err(not_implemented("Admin.CreateSubscription"))
     }
 
-    async fn get_subscription(&self, _: Request<GetSubscriptionRequest>) -> Result<Response<Subscription>, Status> {
+    async fn get_subscription(
+        &self,
+        _: Request<GetSubscriptionRequest>,
+    ) -> Result<Response<Subscription>, Status> {
         Err(not_implemented("Admin.GetSubscription"))
     }
 

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use herald::v1;
 
-use crate::broker::{BrokerError, Fsync, PublishReceipt, TopicInfo, TopicSettings, TopicSettingsPatch, TopicStats};
+use crate::broker::{
+    BrokerError, Fsync, PublishReceipt, TopicInfo, TopicSettings, TopicSettingsPatch, TopicStats,
+};
 
 /// A protobuf timestamp for milliseconds since the epoch.
 pub fn timestamp(ms: i64) -> prost_types::Timestamp {
@@ -160,11 +162,20 @@ mod tests {
             ..TopicSettings::default()
         };
         let patch = settings_patch(Some(&topic_config(&settings))).unwrap();
-        assert_eq!(TopicSettings::default().create(&patch, 16 << 20).unwrap(), settings);
+        assert_eq!(
+            TopicSettings::default().create(&patch, 16 << 20).unwrap(),
+            settings
+        );
     }
 
     #[test]
     fn timestamps_handle_negative_millis() {
-        assert_eq!(timestamp(-1), prost_types::Timestamp { seconds: -1, nanos: 999_000_000 });
+        assert_eq!(
+            timestamp(-1),
+            prost_types::Timestamp {
+                seconds: -1,
+                nanos: 999_000_000
+            }
+        );
     }
 }

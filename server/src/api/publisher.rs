@@ -28,11 +28,15 @@ impl PublisherService {
     }
 }
 
-type ResponseStream = Pin<Box<dyn futures::Stream<Item = Result<PublishStreamResponse, Status>> + Send>>;
+type ResponseStream =
+    Pin<Box<dyn futures::Stream<Item = Result<PublishStreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Publisher for PublisherService {
-    async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
+    async fn publish(
+        &self,
+        request: Request<PublishRequest>,
+    ) -> Result<Response<PublishResponse>, Status> {
         let PublishRequest { topic, events } = request.into_inner();
         let receipts = self
             .ctx
@@ -112,7 +116,9 @@ async fn drive_publish_stream(
         }
     }
     if shutting_down {
-        let _ = tx.send(Err(to_status(&crate::broker::BrokerError::ShuttingDown))).await;
+        let _ = tx
+            .send(Err(to_status(&crate::broker::BrokerError::ShuttingDown)))
+            .await;
     }
 }
 

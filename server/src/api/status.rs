@@ -86,7 +86,10 @@ pub fn to_detail(error: &BrokerError) -> ErrorDetail {
             (
                 code,
                 herald_code,
-                vec![("topic", topic.clone()), ("partition", partition.to_string())],
+                vec![
+                    ("topic", topic.clone()),
+                    ("partition", partition.to_string()),
+                ],
             )
         }
         BrokerError::Metadata { .. } => {
@@ -108,7 +111,9 @@ pub fn to_detail(error: &BrokerError) -> ErrorDetail {
 fn storage_codes(error: Option<&StorageError>) -> (Code, ErrorCode) {
     match error {
         Some(StorageError::Full { .. }) => (Code::ResourceExhausted, ErrorCode::StorageFull),
-        Some(StorageError::RecordTooLarge { .. }) => (Code::InvalidArgument, ErrorCode::EventTooLarge),
+        Some(StorageError::RecordTooLarge { .. }) => {
+            (Code::InvalidArgument, ErrorCode::EventTooLarge)
+        }
         Some(StorageError::Closed) => (Code::Unavailable, ErrorCode::ShuttingDown),
         _ => (Code::Internal, ErrorCode::StorageFailure),
     }
@@ -170,7 +175,11 @@ mod tests {
         let status = to_status(&error);
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert_eq!(status.herald_code(), ErrorCode::StorageFull);
-        assert!(status.message().contains("free space"), "{}", status.message());
+        assert!(
+            status.message().contains("free space"),
+            "{}",
+            status.message()
+        );
     }
 
     #[test]
@@ -181,6 +190,9 @@ mod tests {
         });
         assert_eq!(status.code(), Code::NotFound);
         let detail = status.herald_detail().unwrap();
-        assert_eq!(detail.metadata.get("topic").map(String::as_str), Some("orders"));
+        assert_eq!(
+            detail.metadata.get("topic").map(String::as_str),
+            Some("orders")
+        );
     }
 }

@@ -48,7 +48,10 @@ pub enum BrokerError {
     #[error(
         "topic {topic:?}: {setting} is fixed when the topic is created and cannot be updated; create a new topic with the setting you need"
     )]
-    ImmutableSetting { topic: String, setting: &'static str },
+    ImmutableSetting {
+        topic: String,
+        setting: &'static str,
+    },
 
     #[error("invalid topic configuration: {reason}")]
     InvalidConfig { reason: String },

@@ -82,7 +82,8 @@ pub struct PendingPublish {
     pending: Vec<(u32, Vec<usize>, oneshot::Receiver<AppendOutcome>)>,
 }
 
-type AppendOutcome = std::result::Result<Vec<crate::storage::Appended>, Arc<crate::storage::StorageError>>;
+type AppendOutcome =
+    std::result::Result<Vec<crate::storage::Appended>, Arc<crate::storage::StorageError>>;
 
 impl PendingPublish {
     /// Waits until every partition's share is durable (or failed).
@@ -169,7 +170,11 @@ impl Broker {
     /// starts the background tasks. Must run inside a tokio runtime.
     /// `shutdown` stops the background tasks; call [`Broker::shutdown`] to
     /// also drain publishes and sync the logs.
-    pub fn open(storage: Arc<dyn Storage>, config: BrokerConfig, shutdown: CancellationToken) -> Result<Self> {
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        config: BrokerConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Self> {
         let broker = Broker {
             inner: Arc::new(Inner {
                 storage,
@@ -187,9 +192,13 @@ impl Broker {
             .list_topics()
             .map_err(|source| BrokerError::Metadata { source })?;
         for stored in stored {
-            let meta = TopicMeta::from_bytes(&stored.meta).map_err(|e| BrokerError::InvalidConfig {
-                reason: format!("stored metadata of topic {:?} does not parse: {e}", stored.name),
-            })?;
+            let meta =
+                TopicMeta::from_bytes(&stored.meta).map_err(|e| BrokerError::InvalidConfig {
+                    reason: format!(
+                        "stored metadata of topic {:?} does not parse: {e}",
+                        stored.name
+                    ),
+                })?;
             let topic = broker.open_topic(&meta.name, meta.settings, meta.created_at_ms)?;
             broker.inner.topics.insert(meta.name, topic);
         }
@@ -219,17 +228,21 @@ impl Broker {
         }
         validate_topic_name(topic)?;
         if events.is_empty() {
-            return Err(BrokerError::EmptyBatch { topic: topic.to_owned() });
+            return Err(BrokerError::EmptyBatch {
+                topic: topic.to_owned(),
+            });
         }
         let handle = self.topic_for_publish(topic)?;
         let max_event_bytes = handle.settings.read().max_event_bytes;
         let partition_count = handle.partitions.len() as u32;
         // Keyless events of one publish share a partition (sticky round
         // robin), so a batch stays one append and keeps its order.
-        let sticky = (handle.round_robin.fetch_add(1, Ordering::Relaxed) % partition_count as u64) as u32;
+        let sticky =
+            (handle.round_robin.fetch_add(1, Ordering::Relaxed) % partition_count as u64) as u32;
 
-        let mut groups: Vec<(Vec<usize>, Vec<NewRecord>, usize)> =
-            (0..partition_count).map(|_| (Vec::new(), Vec::new(), 0)).collect();
+        let mut groups: Vec<(Vec<usize>, Vec<NewRecord>, usize)> = (0..partition_count)
+            .map(|_| (Vec::new(), Vec::new(), 0))
+            .collect();
         let mut receipts = Vec::with_capacity(events.len());
         for (index, event) in events.iter_mut().enumerate() {
             if event.id.is_empty() {
@@ -290,7 +303,11 @@ impl Broker {
                 continue;
             }
             let (reply, outcome) = oneshot::channel();
-            let job = AppendJob { records, bytes, reply };
+            let job = AppendJob {
+                records,
+                bytes,
+                reply,
+            };
             handle.partitions[partition]
                 .writer
                 .send(job)
@@ -315,7 +332,9 @@ impl Broker {
             .create(patch, self.inner.config.max_request_bytes)?;
         let _admin = self.inner.admin.lock();
         if self.inner.topics.contains_key(name) {
-            return Err(BrokerError::TopicAlreadyExists { topic: name.to_owned() });
+            return Err(BrokerError::TopicAlreadyExists {
+                topic: name.to_owned(),
+            });
         }
         self.create_locked(name, settings)
     }
@@ -409,7 +428,9 @@ impl Broker {
                         "retention deleted segments"
                     ),
                     Ok(_) => {}
-                    Err(error) => tracing::warn!(topic = %name, partition, %error, "retention failed"),
+                    Err(error) => {
+                        tracing::warn!(topic = %name, partition, %error, "retention failed")
+                    }
                 }
             }
         }
@@ -429,7 +450,13 @@ impl Broker {
             .inner
             .topics
             .iter()
-            .flat_map(|e| e.value().partitions.iter().map(|p| p.log.clone()).collect::<Vec<_>>())
+            .flat_map(|e| {
+                e.value()
+                    .partitions
+                    .iter()
+                    .map(|p| p.log.clone())
+                    .collect::<Vec<_>>()
+            })
             .collect();
         // Dropping the map's handles closes the writer queues once in-flight
         // publishes release theirs; the writers finish what is queued.
@@ -500,7 +527,12 @@ impl Broker {
         Ok(info)
     }
 
-    fn open_topic(&self, name: &str, settings: TopicSettings, created_at_ms: i64) -> Result<Arc<Topic>> {
+    fn open_topic(
+        &self,
+        name: &str,
+        settings: TopicSettings,
+        created_at_ms: i64,
+    ) -> Result<Arc<Topic>> {
         let mut partitions = Vec::with_capacity(settings.partitions as usize);
         for partition in 0..settings.partitions {
             let log = self
@@ -539,7 +571,9 @@ impl Broker {
                     _ = cancel.cancelled() => return,
                     _ = ticker.tick() => {}
                 }
-                let Some(inner) = broker.upgrade() else { return };
+                let Some(inner) = broker.upgrade() else {
+                    return;
+                };
                 Broker { inner }.enforce_retention();
             }
         });

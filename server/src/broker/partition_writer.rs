@@ -25,7 +25,11 @@ pub struct AppendJob {
 /// Runs until every sender of `jobs` is dropped, appending each group of
 /// queued jobs as one storage batch of at most `max_group_bytes` (a single
 /// job larger than that goes alone).
-pub async fn run(log: Arc<dyn PartitionLog>, mut jobs: mpsc::Receiver<AppendJob>, max_group_bytes: usize) {
+pub async fn run(
+    log: Arc<dyn PartitionLog>,
+    mut jobs: mpsc::Receiver<AppendJob>,
+    max_group_bytes: usize,
+) {
     let mut group: Vec<AppendJob> = Vec::new();
     while let Some(first) = jobs.recv().await {
         let mut bytes = first.bytes;
@@ -84,13 +88,28 @@ mod tests {
     use crate::storage::LogConfig;
     use crate::storage::memory::MemoryLog;
 
-    fn job(payloads: &[&'static str]) -> (AppendJob, oneshot::Receiver<Result<Vec<Appended>, Arc<StorageError>>>) {
+    fn job(
+        payloads: &[&'static str],
+    ) -> (
+        AppendJob,
+        oneshot::Receiver<Result<Vec<Appended>, Arc<StorageError>>>,
+    ) {
         let (reply, rx) = oneshot::channel();
         let records = payloads
             .iter()
-            .map(|p| NewRecord { id: Bytes::new(), payload: Bytes::from_static(p.as_bytes()) })
+            .map(|p| NewRecord {
+                id: Bytes::new(),
+                payload: Bytes::from_static(p.as_bytes()),
+            })
             .collect();
-        (AppendJob { records, bytes: 1, reply }, rx)
+        (
+            AppendJob {
+                records,
+                bytes: 1,
+                reply,
+            },
+            rx,
+        )
     }
 
     #[tokio::test]

@@ -147,7 +147,12 @@ impl TopicSettings {
 
     /// These settings with `patch` applied as an update: only retention and
     /// max_event_bytes may change.
-    pub fn update(&self, topic: &str, patch: &TopicSettingsPatch, max_request_bytes: usize) -> Result<Self> {
+    pub fn update(
+        &self,
+        topic: &str,
+        patch: &TopicSettingsPatch,
+        max_request_bytes: usize,
+    ) -> Result<Self> {
         if let Some(requested) = patch.partitions
             && requested != self.partitions
         {
@@ -161,7 +166,9 @@ impl TopicSettings {
             ("fsync_policy", patch.fsync.is_some_and(|f| f != self.fsync)),
             (
                 "fsync_interval",
-                patch.fsync_interval.is_some_and(|d| d != self.fsync_interval),
+                patch
+                    .fsync_interval
+                    .is_some_and(|d| d != self.fsync_interval),
             ),
             (
                 "dedup_window",
@@ -221,7 +228,9 @@ impl TopicSettings {
             return invalid("fsync_interval must be above zero for the interval policy".into());
         }
         if self.retention_age.is_some_and(|d| d.is_zero()) {
-            return invalid("retention_age must be above zero; leave it unset to keep events forever".into());
+            return invalid(
+                "retention_age must be above zero; leave it unset to keep events forever".into(),
+            );
         }
         Ok(())
     }
@@ -333,7 +342,11 @@ mod tests {
         };
         assert!(matches!(
             s.update("t", &patch, 16 << 20),
-            Err(BrokerError::PartitionCountChange { current: 1, requested: 3, .. })
+            Err(BrokerError::PartitionCountChange {
+                current: 1,
+                requested: 3,
+                ..
+            })
         ));
     }
 
@@ -346,7 +359,10 @@ mod tests {
         };
         assert!(matches!(
             s.update("t", &fsync, 16 << 20),
-            Err(BrokerError::ImmutableSetting { setting: "fsync_policy", .. })
+            Err(BrokerError::ImmutableSetting {
+                setting: "fsync_policy",
+                ..
+            })
         ));
         let retention = TopicSettingsPatch {
             retention_age: Some(Duration::from_secs(60)),
@@ -360,12 +376,30 @@ mod tests {
     fn create_validates_ranges() {
         let d = TopicSettings::default();
         for patch in [
-            TopicSettingsPatch { partitions: Some(0), ..Default::default() },
-            TopicSettingsPatch { partitions: Some(5000), ..Default::default() },
-            TopicSettingsPatch { max_event_bytes: Some(u32::MAX), ..Default::default() },
-            TopicSettingsPatch { segment_bytes: Some(10), ..Default::default() },
+            TopicSettingsPatch {
+                partitions: Some(0),
+                ..Default::default()
+            },
+            TopicSettingsPatch {
+                partitions: Some(5000),
+                ..Default::default()
+            },
+            TopicSettingsPatch {
+                max_event_bytes: Some(u32::MAX),
+                ..Default::default()
+            },
+            TopicSettingsPatch {
+                segment_bytes: Some(10),
+                ..Default::default()
+            },
         ] {
-            assert!(matches!(d.create(&patch, 16 << 20), Err(BrokerError::InvalidConfig { .. })), "{patch:?}");
+            assert!(
+                matches!(
+                    d.create(&patch, 16 << 20),
+                    Err(BrokerError::InvalidConfig { .. })
+                ),
+                "{patch:?}"
+            );
         }
     }
 

@@ -10,8 +10,8 @@ use tokio::sync::watch;
 
 use super::dedup::DedupWindow;
 use super::{
-    Appended, LogConfig, NewRecord, PartitionLog, PartitionStats, Result, Retention, RetentionReport,
-    Storage, StorageError, StoredRecord, StoredTopic,
+    Appended, LogConfig, NewRecord, PartitionLog, PartitionStats, Result, Retention,
+    RetentionReport, Storage, StorageError, StoredRecord, StoredTopic,
 };
 
 /// Records kept per memory "segment", so retention deletes whole chunks as

@@ -11,7 +11,10 @@
 //!   the in-process broker.
 
 pub mod dedup;
+pub mod file;
 pub mod memory;
+#[cfg(test)]
+mod suite;
 
 use std::sync::Arc;
 use std::time::Duration;

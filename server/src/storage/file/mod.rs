@@ -1,0 +1,947 @@
+//! The durable implementation of the storage traits: each partition is a
+//! directory of segment files holding CRC-checked record batches, with sparse
+//! offset and time indexes, group-commit fsync and crash recovery.
+//!
+//! Layout: `<data_dir>/topics/<topic>/meta.bin` and
+//! `<data_dir>/topics/<topic>/<partition>/<base_offset:020>.{log,index,timeindex}`.
+//!
+//! Lock order: `FileStorage::logs` before a log's `Shared::state`; the
+//! syncer thread only ever takes `Shared::state`, and never holds it while
+//! calling `fsync`.
+
+pub mod format;
+mod recovery;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::watch;
+
+use self::format::BatchHeader;
+use self::segment::Segment;
+use super::dedup::DedupWindow;
+use super::{
+    Appended, FsyncPolicy, LogConfig, NewRecord, PartitionLog, PartitionStats, Result, Retention,
+    RetentionReport, Storage, StorageError, StoredRecord, StoredTopic,
+};
+
+/// Name of a topic's metadata file.
+const META_FILE: &str = "meta.bin";
+
+/// Largest read a single `pread` does for `read` (bigger batches are read whole).
+const MAX_READ_CHUNK: usize = 4 * 1024 * 1024;
+
+/// Smallest read a single `pread` does for `read`.
+const MIN_READ_CHUNK: usize = 64 * 1024;
+
+fn corrupt(path: &Path, reason: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// fsyncs a directory so entries created, renamed or removed in it persist.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Topics stored under one data directory.
+pub struct FileStorage {
+    /// `<data_dir>/topics`, one directory per topic.
+    topics_dir: PathBuf,
+    /// Logs handed out and still alive, so reopening returns the same log and
+    /// deleting a topic can close them.
+    logs: Mutex<HashMap<(String, u32), Weak<FileLog>>>,
+}
+
+impl FileStorage {
+    /// Opens (creating if needed) a data directory, and checks that it is
+    /// writable by creating and removing a probe file.
+    pub fn open(data_dir: impl AsRef<Path>) -> Result<Self> {
+        let data_dir = data_dir.as_ref();
+        let topics_dir = data_dir.join("topics");
+        std::fs::create_dir_all(&topics_dir).map_err(|e| {
+            StorageError::io(
+                format!("creating data directory {}", topics_dir.display()),
+                e,
+            )
+        })?;
+        let probe = data_dir.join(format!(".herald-write-probe-{}", std::process::id()));
+        std::fs::write(&probe, b"probe")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|e| {
+                StorageError::io(
+                    format!(
+                        "checking that data directory {} is writable",
+                        data_dir.display()
+                    ),
+                    e,
+                )
+            })?;
+        Ok(Self {
+            topics_dir,
+            logs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn topic_dir(&self, topic: &str) -> PathBuf {
+        self.topics_dir.join(topic)
+    }
+}
+
+impl Storage for FileStorage {
+    fn list_topics(&self) -> Result<Vec<StoredTopic>> {
+        let ctx = || format!("listing topics in {}", self.topics_dir.display());
+        let mut topics = Vec::new();
+        for entry in std::fs::read_dir(&self.topics_dir).map_err(|e| StorageError::io(ctx(), e))? {
+            let entry = entry.map_err(|e| StorageError::io(ctx(), e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let path = entry.path().join(META_FILE);
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    tracing::warn!(topic = %name, "topic directory without {META_FILE}; ignored");
+                    continue;
+                }
+                Err(e) => return Err(StorageError::io(format!("reading {}", path.display()), e)),
+            };
+            let meta = format::decode_meta(&bytes).map_err(|e| corrupt(&path, e))?;
+            topics.push(StoredTopic {
+                name,
+                meta: Bytes::copy_from_slice(meta),
+            });
+        }
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+
+    fn write_topic_meta(&self, topic: &str, meta: &[u8]) -> Result<()> {
+        let dir = self.topic_dir(topic);
+        let ctx = |what: &str| format!("{what} metadata of topic {topic} in {}", dir.display());
+        let created = !dir.exists();
+        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(ctx("creating"), e))?;
+        if created {
+            sync_dir(&self.topics_dir).map_err(|e| StorageError::io(ctx("creating"), e))?;
+        }
+        let tmp = dir.join(format!("{META_FILE}.tmp"));
+        let write = || -> io::Result<()> {
+            let file = File::create(&tmp)?;
+            file.write_all_at(&format::encode_meta(meta), 0)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, dir.join(META_FILE))?;
+            sync_dir(&dir)
+        };
+        write().map_err(|e| StorageError::io(ctx("writing"), e))
+    }
+
+    fn open_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        config: LogConfig,
+    ) -> Result<Arc<dyn PartitionLog>> {
+        let mut logs = self.logs.lock();
+        let key = (topic.to_owned(), partition);
+        if let Some(log) = logs.get(&key).and_then(Weak::upgrade) {
+            return Ok(log);
+        }
+        let topic_dir = self.topic_dir(topic);
+        let dir = topic_dir.join(partition.to_string());
+        let created = !dir.exists();
+        let log = FileLog::open(&dir, config)?;
+        if created {
+            sync_dir(&topic_dir)
+                .and_then(|()| sync_dir(&self.topics_dir))
+                .map_err(|e| StorageError::io(format!("creating {}", dir.display()), e))?;
+        }
+        logs.retain(|_, l| l.strong_count() > 0);
+        logs.insert(key, Arc::downgrade(&log));
+        Ok(log)
+    }
+
+    fn delete_topic(&self, topic: &str) -> Result<()> {
+        let mut logs = self.logs.lock();
+        let open: Vec<_> = logs.keys().filter(|(t, _)| t == topic).cloned().collect();
+        for key in open {
+            if let Some(log) = logs.remove(&key).and_then(|w| w.upgrade()) {
+                log.close();
+            }
+        }
+        let dir = self.topic_dir(topic);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StorageError::io(format!("deleting {}", dir.display()), e)),
+        }
+        sync_dir(&self.topics_dir)
+            .map_err(|e| StorageError::io(format!("deleting {}", dir.display()), e))
+    }
+}
+
+/// A position in the log: an offset and where its batch boundary is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    /// Offset one past the last record covered.
+    offset: u64,
+    /// Base offset of the segment holding that end.
+    segment: u64,
+    /// File position in that segment just past the last covered batch.
+    position: u64,
+}
+
+/// An fsync (or truncate) failure after which the log refuses appends.
+#[derive(Debug, Clone)]
+struct Failure {
+    /// The OS error code, so ENOSPC still maps to `StorageError::Full`.
+    raw_os_error: Option<i32>,
+    /// What failed, for the error message.
+    message: String,
+}
+
+impl Failure {
+    fn from_io(what: &str, e: &io::Error) -> Self {
+        Failure {
+            raw_os_error: e.raw_os_error(),
+            message: format!("{what}: {e}"),
+        }
+    }
+
+    fn to_error(&self, dir: &Path) -> StorageError {
+        let source = match self.raw_os_error {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::other(self.message.clone()),
+        };
+        StorageError::io(
+            format!(
+                "using log {} after an earlier failure ({})",
+                dir.display(),
+                self.message
+            ),
+            source,
+        )
+    }
+}
+
+/// What the syncer publishes to waiting appenders and `sync()` callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct DurableState {
+    /// Offset one past the newest durable record.
+    offset: u64,
+    /// `sync()` requests served by a completed fsync round.
+    served: u64,
+    /// Set once an fsync failed: nothing more will become durable.
+    failed: bool,
+    /// Set once the log is closed and the syncer has stopped.
+    closed: bool,
+}
+
+/// Everything behind the log's one lock.
+struct LogState {
+    /// Segments in offset order; the last one is active.
+    segments: Vec<Segment>,
+    /// Offset the next stored record gets.
+    next_offset: u64,
+    /// Timestamp of the newest record, so timestamps never go backwards.
+    last_timestamp: Option<i64>,
+    /// Recently appended ids.
+    dedup: DedupWindow,
+    /// End of everything written to the page cache.
+    written: Mark,
+    /// End of everything known durable.
+    durable: Mark,
+    /// Rolled segment files written but not yet fsynced.
+    unsynced: Vec<Arc<File>>,
+    /// Set when a segment was created, so the syncer fsyncs the directory.
+    dir_dirty: bool,
+    /// `sync()` requests made so far.
+    sync_requests: u64,
+    /// Set by `close` (or topic deletion): appends and reads answer `Closed`.
+    closed: bool,
+    /// Set by `close` to stop the syncer once it has flushed.
+    shutdown: bool,
+    /// Set after a failed fsync or a failed rollback of a failed write.
+    failed: Option<Failure>,
+    /// Reused buffer for encoding batches.
+    encode_buf: Vec<u8>,
+}
+
+impl LogState {
+    fn active(&self) -> &Segment {
+        // `recover` always returns a segment and retention keeps the last.
+        &self.segments[self.segments.len() - 1]
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+
+    fn pending_sync(&self) -> bool {
+        self.written.offset > self.durable.offset || !self.unsynced.is_empty() || self.dir_dirty
+    }
+
+    fn check_usable(&self, dir: &Path) -> Result<()> {
+        if self.closed {
+            return Err(StorageError::Closed);
+        }
+        match &self.failed {
+            Some(f) => Err(f.to_error(dir)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// State shared between the log handle and its syncer thread.
+struct Shared {
+    /// The partition directory.
+    dir: PathBuf,
+    /// Settings given at open.
+    config: LogConfig,
+    /// Segments, offsets and marks.
+    state: Mutex<LogState>,
+    /// Wakes the syncer when there is something to sync.
+    work: Condvar,
+    /// Durable progress, awaited by appenders and `sync()`.
+    durable_tx: watch::Sender<DurableState>,
+    /// End offset visible to readers (durable under `Batch`, written otherwise).
+    end_tx: watch::Sender<u64>,
+    /// fsync calls made, for tests and benchmarks.
+    fsyncs: AtomicU64,
+}
+
+impl Shared {
+    fn batch_policy(&self) -> bool {
+        self.config.fsync == FsyncPolicy::Batch
+    }
+
+    /// What readers may see: nothing that a crash could take back under
+    /// `Batch`; everything written otherwise.
+    fn visible(&self, s: &LogState) -> Mark {
+        if self.batch_policy() {
+            s.durable
+        } else {
+            s.written
+        }
+    }
+}
+
+/// One partition's log on disk.
+pub struct FileLog {
+    /// State shared with the syncer thread.
+    shared: Arc<Shared>,
+    /// The syncer thread, joined on close.
+    syncer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl FileLog {
+    /// Opens the log in `dir` (creating it if missing), recovering a torn
+    /// tail and rebuilding indexes and the dedup window, and starts its
+    /// syncer thread.
+    pub fn open(dir: impl AsRef<Path>, mut config: LogConfig) -> Result<Arc<FileLog>> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StorageError::io(format!("creating {}", dir.display()), e))?;
+        // Positions in the index are u32.
+        config.segment_bytes = config.segment_bytes.min(u64::from(u32::MAX));
+        let segments = recovery::recover(&dir, config.index_interval_bytes)?;
+        let mut dedup = DedupWindow::new(config.dedup_window.as_millis() as i64);
+        recovery::rebuild_dedup(&segments, &mut dedup, (config.clock)())?;
+        let last = &segments[segments.len() - 1];
+        let mark = Mark {
+            offset: last.end,
+            segment: last.base,
+            position: last.size,
+        };
+        let last_timestamp = segments.iter().rev().find_map(|s| s.max_timestamp);
+        let state = LogState {
+            segments,
+            next_offset: mark.offset,
+            last_timestamp,
+            dedup,
+            written: mark,
+            durable: mark,
+            unsynced: Vec::new(),
+            dir_dirty: false,
+            sync_requests: 0,
+            closed: false,
+            shutdown: false,
+            failed: None,
+            encode_buf: Vec::new(),
+        };
+        let shared = Arc::new(Shared {
+            dir,
+            config,
+            state: Mutex::new(state),
+            work: Condvar::new(),
+            durable_tx: watch::channel(DurableState {
+                offset: mark.offset,
+                ..DurableState::default()
+            })
+            .0,
+            end_tx: watch::channel(mark.offset).0,
+            fsyncs: AtomicU64::new(0),
+        });
+        let for_thread = shared.clone();
+        let syncer = std::thread::Builder::new()
+            .name("herald-syncer".into())
+            .spawn(move || syncer_loop(&for_thread))
+            .map_err(|e| StorageError::io("starting the syncer thread", e))?;
+        Ok(Arc::new(FileLog {
+            shared,
+            syncer: Mutex::new(Some(syncer)),
+        }))
+    }
+
+    /// fsync calls made by this log so far.
+    pub fn fsync_count(&self) -> u64 {
+        self.shared.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Flushes what was written, stops the syncer and writes the active
+    /// segment's indexes. Later calls (appends, reads) answer `Closed`.
+    pub fn close(&self) {
+        {
+            let mut s = self.shared.state.lock();
+            s.closed = true;
+            s.shutdown = true;
+        }
+        self.shared.work.notify_all();
+        if let Some(handle) = self.syncer.lock().take()
+            && handle.join().is_err()
+        {
+            tracing::error!(dir = %self.shared.dir.display(), "syncer thread panicked");
+        }
+        let s = self.shared.state.lock();
+        if self.shared.dir.exists()
+            && let Err(e) = s.active().write_indexes(&self.shared.dir)
+        {
+            tracing::warn!(dir = %self.shared.dir.display(), error = %e, "could not write indexes at close");
+        }
+    }
+
+    /// Stores the batch under the lock; returns the answers and the durable
+    /// offset the caller must wait for under `Batch`.
+    fn write_batch(&self, records: Vec<NewRecord>) -> Result<(Vec<Appended>, Option<u64>)> {
+        let sh = &*self.shared;
+        let mut guard = sh.state.lock();
+        let s = &mut *guard;
+        s.check_usable(&sh.dir)?;
+        let now = (sh.config.clock)().max(s.last_timestamp.unwrap_or(i64::MIN));
+        let base = s.next_offset;
+        let mut out = Vec::with_capacity(records.len());
+        let mut stored: Vec<NewRecord> = Vec::with_capacity(records.len());
+        let mut in_batch: HashMap<Bytes, u64> = HashMap::new();
+        let mut wait_for = 0u64;
+        for r in records {
+            let original = s.dedup.lookup(&r.id, now).or_else(|| {
+                let dedup = s.dedup.enabled() && !r.id.is_empty();
+                dedup
+                    .then(|| in_batch.get(&r.id).map(|&o| (o, now)))
+                    .flatten()
+            });
+            if let Some((offset, timestamp_ms)) = original {
+                wait_for = wait_for.max(offset + 1);
+                out.push(Appended {
+                    offset,
+                    timestamp_ms,
+                    duplicate: true,
+                });
+                continue;
+            }
+            let offset = base + stored.len() as u64;
+            if s.dedup.enabled() && !r.id.is_empty() {
+                in_batch.insert(r.id.clone(), offset);
+            }
+            out.push(Appended {
+                offset,
+                timestamp_ms: now,
+                duplicate: false,
+            });
+            stored.push(r);
+        }
+        if !stored.is_empty() {
+            self.store(s, &stored, base, now)?;
+            wait_for = s.next_offset;
+        }
+        if sh.batch_policy() {
+            if wait_for > s.durable.offset {
+                drop(guard);
+                sh.work.notify_one();
+                return Ok((out, Some(wait_for)));
+            }
+        } else {
+            sh.end_tx.send_replace(s.written.offset);
+        }
+        Ok((out, None))
+    }
+
+    /// Encodes and writes one batch (rolling first if it does not fit), then
+    /// advances offsets; on a failed write nothing changes but the rollback.
+    /// Called with the state lock held.
+    fn store(&self, s: &mut LogState, stored: &[NewRecord], base: u64, now: i64) -> Result<()> {
+        let sh = &*self.shared;
+        let pairs = || stored.iter().map(|r| (&r.id[..], &r.payload[..]));
+        let len = format::batch_len(pairs());
+        let limit = sh.config.segment_bytes;
+        if len as u64 > limit {
+            return Err(StorageError::RecordTooLarge { size: len, limit });
+        }
+        if s.active().size > 0 && s.active().size + len as u64 > limit {
+            self.roll(s)?;
+        }
+        let mut buf = std::mem::take(&mut s.encode_buf);
+        format::encode_batch(&mut buf, base, now, pairs());
+        let seg = s.active_mut();
+        let pos = seg.size;
+        let written = seg.file.write_all_at(&buf, pos);
+        s.encode_buf = buf;
+        if let Err(e) = written {
+            let seg = s.active();
+            let err = StorageError::io(format!("appending to {}", seg.path.display()), e);
+            // A torn batch must never become readable, now or after restart.
+            if let Err(e) = seg.file.set_len(pos) {
+                tracing::error!(path = %seg.path.display(), error = %e, "rolling back a failed write failed");
+                s.failed = Some(Failure::from_io("rolling back a failed write", &e));
+            }
+            return Err(err);
+        }
+        let header = BatchHeader {
+            total_len: len,
+            crc: 0,
+            base_offset: base,
+            record_count: stored.len() as u32,
+            first_timestamp: now,
+            max_timestamp: now,
+        };
+        let interval = sh.config.index_interval_bytes;
+        let seg = s.active_mut();
+        seg.note_batch(pos, &header, interval);
+        s.written = Mark {
+            offset: header.end_offset(),
+            segment: seg.base,
+            position: seg.size,
+        };
+        s.next_offset = header.end_offset();
+        s.last_timestamp = Some(now);
+        for (i, r) in stored.iter().enumerate() {
+            s.dedup.insert(r.id.clone(), base + i as u64, now);
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at `next_offset`.
+    fn roll(&self, s: &mut LogState) -> Result<()> {
+        let dir = &self.shared.dir;
+        let seg = Segment::create(dir, s.next_offset)
+            .map_err(|e| StorageError::io(format!("creating a segment in {}", dir.display()), e))?;
+        let old = s.active();
+        if let Err(e) = old.write_indexes(dir) {
+            // Derived data: recovery rebuilds a missing or torn index.
+            tracing::warn!(path = %old.path.display(), error = %e, "could not write segment indexes");
+        }
+        let old_file = old.file.clone();
+        s.unsynced.push(old_file);
+        s.dir_dirty = true;
+        s.segments.push(seg);
+        Ok(())
+    }
+
+    async fn wait_durable(&self, target: u64, served: u64) -> Result<()> {
+        let mut rx = self.shared.durable_tx.subscribe();
+        let state = *rx
+            .wait_for(|d| (d.offset >= target && d.served >= served) || d.failed || d.closed)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        if state.offset >= target && state.served >= served {
+            return Ok(());
+        }
+        let s = self.shared.state.lock();
+        match &s.failed {
+            Some(f) => Err(f.to_error(&self.shared.dir)),
+            None => Err(StorageError::Closed),
+        }
+    }
+}
+
+impl Drop for FileLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The group-commit loop: waits for work, fsyncs everything written so far
+/// without holding the lock (so appends keep flowing into the next group),
+/// then publishes the new durable end.
+fn syncer_loop(sh: &Shared) {
+    let interval = match sh.config.fsync {
+        FsyncPolicy::Interval(d) => Some(d),
+        _ => None,
+    };
+    let mut next_tick = interval.map(|d| Instant::now() + d);
+    let mut s = sh.state.lock();
+    loop {
+        let tick_due = next_tick.is_some_and(|t| Instant::now() >= t);
+        if tick_due {
+            next_tick = interval.map(|d| Instant::now() + d);
+        }
+        let requested = s.sync_requests > sh.durable_tx.borrow().served;
+        let wanted = s.failed.is_none()
+            && s.pending_sync()
+            && (sh.batch_policy() || requested || tick_due || s.shutdown);
+        if !wanted && (requested || s.shutdown) {
+            // Nothing to flush: answer requests (or the final round) at once.
+            // After a failure, requests stay unserved: waiters see `failed`.
+            let served = if s.failed.is_none() {
+                s.sync_requests
+            } else {
+                sh.durable_tx.borrow().served
+            };
+            let closed = s.shutdown;
+            sh.durable_tx.send_modify(|d| {
+                d.served = served;
+                d.closed = closed;
+            });
+            if closed {
+                return;
+            }
+            continue;
+        }
+        if !wanted {
+            match next_tick {
+                Some(t) => {
+                    sh.work.wait_until(&mut s, t);
+                }
+                None => sh.work.wait(&mut s),
+            }
+            continue;
+        }
+        let target = s.written;
+        let served = s.sync_requests;
+        let mut files = std::mem::take(&mut s.unsynced);
+        if let Some(seg) = s.segments.iter().find(|seg| seg.base == target.segment) {
+            files.push(seg.file.clone());
+        }
+        let dir_dirty = std::mem::take(&mut s.dir_dirty);
+        drop(s);
+        let mut result = Ok(());
+        for file in &files {
+            sh.fsyncs.fetch_add(1, Ordering::Relaxed);
+            result = file.sync_data();
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() && dir_dirty {
+            sh.fsyncs.fetch_add(1, Ordering::Relaxed);
+            result = sync_dir(&sh.dir);
+        }
+        s = sh.state.lock();
+        match result {
+            Ok(()) => {
+                if target.offset >= s.durable.offset {
+                    s.durable = target;
+                }
+                let offset = s.durable.offset;
+                sh.durable_tx.send_modify(|d| {
+                    d.offset = offset;
+                    d.served = served;
+                });
+                if sh.batch_policy() {
+                    sh.end_tx.send_replace(offset);
+                }
+            }
+            Err(e) => {
+                // After a failed fsync the kernel may have dropped the dirty
+                // pages, so a retry proving nothing: refuse further appends.
+                tracing::error!(dir = %sh.dir.display(), error = %e, "fsync failed; the log refuses further appends");
+                s.failed = Some(Failure::from_io("fsync", &e));
+                sh.durable_tx.send_modify(|d| d.failed = true);
+            }
+        }
+    }
+}
+
+/// Where one segment read should stop and what it should return.
+struct ReadBudget {
+    /// First offset wanted.
+    from: u64,
+    /// Records still allowed.
+    max_records: usize,
+    /// Payload bytes allowed (one record is always returned).
+    max_bytes: usize,
+    /// Payload bytes returned so far.
+    bytes: usize,
+}
+
+/// Reads records from one segment between `pos` and `limit` into `out`.
+/// Returns whether the budget is exhausted and the offset reached.
+fn read_segment(
+    file: &File,
+    path: &Path,
+    mut pos: u64,
+    limit: u64,
+    budget: &mut ReadBudget,
+    out: &mut Vec<StoredRecord>,
+) -> Result<(bool, u64)> {
+    let mut chunk = budget
+        .max_bytes
+        .saturating_add(budget.max_bytes / 8)
+        .clamp(MIN_READ_CHUNK, MAX_READ_CHUNK);
+    let mut reached = budget.from;
+    while pos < limit {
+        let len = chunk.min((limit - pos) as usize);
+        let buf = segment::read_at(file, pos, len)
+            .map_err(|e| StorageError::io(format!("reading {}", path.display()), e))?;
+        if buf.len() < len {
+            return Err(corrupt(path, format!("file ends before position {limit}")));
+        }
+        let mut off = 0usize;
+        while let Some(total) = format::peek_batch_len(&buf[off..]) {
+            let at = pos + off as u64;
+            if total < format::BATCH_HEADER_LEN || total as u64 > limit - at {
+                return Err(corrupt(
+                    path,
+                    format!("bad batch length {total} at position {at}"),
+                ));
+            }
+            if total > buf.len() - off {
+                break;
+            }
+            let batch = buf.slice(off..off + total);
+            off += total;
+            let header = format::decode_header(&batch)
+                .map_err(|e| corrupt(path, format!("at position {at}: {e}")))?;
+            reached = header.end_offset();
+            if header.end_offset() <= budget.from {
+                continue;
+            }
+            if !format::crc_matches(&header, &batch) {
+                return Err(corrupt(
+                    path,
+                    format!("CRC mismatch in batch at offset {}", header.base_offset),
+                ));
+            }
+            let mut full = false;
+            format::decode_records(&header, &batch, |r| {
+                if full || r.offset < budget.from {
+                    return;
+                }
+                let size = r.payload.len();
+                if out.len() >= budget.max_records
+                    || (!out.is_empty() && budget.bytes + size > budget.max_bytes)
+                {
+                    full = true;
+                    return;
+                }
+                budget.bytes += size;
+                out.push(r);
+            })
+            .map_err(|e| corrupt(path, format!("at position {at}: {e}")))?;
+            if full || out.len() >= budget.max_records {
+                return Ok((true, reached));
+            }
+        }
+        if off == 0 {
+            match format::peek_batch_len(&buf) {
+                Some(need) if need > buf.len() => chunk = need,
+                _ => return Err(corrupt(path, format!("unreadable batch at position {pos}"))),
+            }
+            continue;
+        }
+        pos += off as u64;
+    }
+    Ok((false, reached))
+}
+
+#[async_trait::async_trait]
+impl PartitionLog for FileLog {
+    async fn append(&self, records: Vec<NewRecord>) -> Result<Vec<Appended>> {
+        let (out, wait_for) = self.write_batch(records)?;
+        if let Some(target) = wait_for {
+            self.wait_durable(target, 0).await?;
+        }
+        Ok(out)
+    }
+
+    fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {
+        let sh = &*self.shared;
+        let mut out = Vec::new();
+        let mut budget = ReadBudget {
+            from,
+            max_records,
+            max_bytes,
+            bytes: 0,
+        };
+        loop {
+            let (file, path, pos, limit) = {
+                let s = sh.state.lock();
+                if s.closed {
+                    return Err(StorageError::Closed);
+                }
+                budget.from = budget.from.max(s.segments[0].base);
+                let visible = sh.visible(&s);
+                if budget.from >= visible.offset || max_records == 0 {
+                    return Ok(out);
+                }
+                let i = s.segments.partition_point(|seg| seg.base <= budget.from);
+                let Some(seg) = i.checked_sub(1).and_then(|i| s.segments.get(i)) else {
+                    return Ok(out);
+                };
+                let limit = match seg.base.cmp(&visible.segment) {
+                    std::cmp::Ordering::Less => seg.size,
+                    std::cmp::Ordering::Equal => visible.position,
+                    std::cmp::Ordering::Greater => 0,
+                };
+                let (pos, _) = seg.position_for(budget.from);
+                (seg.file.clone(), seg.path.clone(), pos, limit)
+            };
+            let (done, reached) = read_segment(&file, &path, pos, limit, &mut budget, &mut out)?;
+            if done || reached <= budget.from {
+                return Ok(out);
+            }
+            budget.from = reached;
+        }
+    }
+
+    fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<u64> {
+        let sh = &*self.shared;
+        let (file, path, pos, offset, limit, end) = {
+            let s = sh.state.lock();
+            if s.closed {
+                return Err(StorageError::Closed);
+            }
+            let visible = sh.visible(&s);
+            let found = s.segments.iter().find(|seg| {
+                seg.base < visible.offset && seg.max_timestamp.is_some_and(|t| t >= timestamp_ms)
+            });
+            let Some(seg) = found else {
+                return Ok(visible.offset);
+            };
+            let limit = if seg.base == visible.segment {
+                visible.position
+            } else {
+                seg.size
+            };
+            let (pos, offset) = seg.position_for_timestamp(timestamp_ms);
+            (
+                seg.file.clone(),
+                seg.path.clone(),
+                pos,
+                offset,
+                limit,
+                visible.offset,
+            )
+        };
+        let mut found = None;
+        let mut failure = None;
+        let scanned = segment::scan(&file, pos, limit, offset, |_, h, batch| {
+            if h.max_timestamp < timestamp_ms {
+                return true;
+            }
+            let r = format::decode_records(h, batch, |r| {
+                if found.is_none() && r.timestamp_ms >= timestamp_ms {
+                    found = Some(r.offset);
+                }
+            });
+            if let Err(e) = r {
+                failure = Some(e.to_string());
+            }
+            false
+        })
+        .map_err(|e| StorageError::io(format!("reading {}", path.display()), e))?;
+        match (found, failure.or(scanned.error)) {
+            (Some(offset), _) => Ok(offset),
+            (None, Some(reason)) => Err(corrupt(&path, reason)),
+            // Newer records are past the visible end.
+            (None, None) => Ok(end),
+        }
+    }
+
+    fn stats(&self) -> PartitionStats {
+        let s = self.shared.state.lock();
+        PartitionStats {
+            first_offset: s.segments[0].base,
+            next_offset: s.next_offset,
+            bytes: s.segments.iter().map(|seg| seg.size).sum(),
+            segments: s.segments.len() as u32,
+            last_timestamp_ms: s.last_timestamp,
+        }
+    }
+
+    fn enforce_retention(
+        &self,
+        retention: Retention,
+        keep_from: Option<u64>,
+    ) -> Result<RetentionReport> {
+        let sh = &*self.shared;
+        let mut s = sh.state.lock();
+        if s.closed {
+            return Err(StorageError::Closed);
+        }
+        let now = (sh.config.clock)();
+        let visible = sh.visible(&s).offset;
+        let mut total: u64 = s.segments.iter().map(|seg| seg.size).sum();
+        let mut report = RetentionReport::default();
+        while s.segments.len() > 1 {
+            let seg = &s.segments[0];
+            let expired_by_age = retention.max_age.is_some_and(|age| {
+                seg.max_timestamp
+                    .is_none_or(|t| t < now.saturating_sub(age.as_millis() as i64))
+            });
+            let expired_by_size = retention.max_bytes.is_some_and(|max| total > max);
+            let protected = keep_from.is_some_and(|k| seg.end > k) || seg.end > visible;
+            if protected || !(expired_by_age || expired_by_size) {
+                break;
+            }
+            recovery::remove_segment_files(&sh.dir, seg.base).map_err(|e| {
+                StorageError::io(format!("deleting segment {}", seg.path.display()), e)
+            })?;
+            let seg = s.segments.remove(0);
+            total -= seg.size;
+            report.segments_deleted += 1;
+            report.records_deleted += seg.end - seg.base;
+            report.bytes_deleted += seg.size;
+        }
+        let first = s.segments[0].base;
+        s.dedup.forget_below(first);
+        Ok(report)
+    }
+
+    async fn sync(&self) -> Result<()> {
+        let request = {
+            let mut s = self.shared.state.lock();
+            s.check_usable(&self.shared.dir)?;
+            if !s.pending_sync() {
+                return Ok(());
+            }
+            s.sync_requests += 1;
+            s.sync_requests
+        };
+        self.shared.work.notify_one();
+        self.wait_durable(0, request).await
+    }
+
+    fn watch_end(&self) -> watch::Receiver<u64> {
+        self.shared.end_tx.subscribe()
+    }
+}

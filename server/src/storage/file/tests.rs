@@ -1,0 +1,341 @@
+//! File-log-only tests in the raft-engine style: damage real files in a temp
+//! dir, reopen, and check what survives.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::format;
+use super::{FileLog, FileStorage};
+use crate::storage::suite::{batch, config, manual_clock, read_all, rec};
+use crate::storage::{
+    FsyncPolicy, LogConfig, NewRecord, PartitionLog, Retention, Storage, StorageError,
+};
+
+fn small_segments(cfg: LogConfig) -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 1024,
+        ..cfg
+    }
+}
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    out.sort();
+    out
+}
+
+fn flip_byte(path: &Path, pos: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[pos as usize] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Appends 50 batches of 3 records (150 records, about 5 segments).
+async fn fill(log: &FileLog) {
+    for i in 0..50 {
+        log.append(batch(i, 3)).await.unwrap();
+    }
+}
+
+fn check_records(records: &[crate::storage::StoredRecord], from: u64, count: usize) {
+    assert_eq!(records.len(), count);
+    for (i, r) in records.iter().enumerate() {
+        let offset = from + i as u64;
+        assert_eq!(r.offset, offset);
+        let want = format!("{:08}-{:08}-", offset / 3, offset % 3);
+        assert!(r.payload.starts_with(want.as_bytes()), "record {offset}");
+    }
+}
+
+#[tokio::test]
+async fn reopen_keeps_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, clock) = manual_clock(1_000);
+    {
+        let storage = FileStorage::open(dir.path()).unwrap();
+        let log = storage
+            .open_partition("t", 0, small_segments(config(clock.clone())))
+            .unwrap();
+        for i in 0..50 {
+            log.append(batch(i, 3)).await.unwrap();
+        }
+        assert!(log.stats().segments > 3);
+    }
+    let storage = FileStorage::open(dir.path()).unwrap();
+    let log = storage
+        .open_partition("t", 0, small_segments(config(clock)))
+        .unwrap();
+    check_records(&read_all(&*log, 0).await, 0, 150);
+    assert_eq!(log.stats().last_timestamp_ms, Some(1_000));
+    assert_eq!(log.append(batch(50, 1)).await.unwrap()[0].offset, 150);
+}
+
+#[tokio::test]
+async fn missing_and_corrupt_indexes_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (now, clock) = manual_clock(1_000);
+    {
+        let log = FileLog::open(dir.path(), small_segments(config(clock.clone()))).unwrap();
+        for i in 0..50 {
+            now.store(1_000 + i, Ordering::SeqCst);
+            log.append(batch(i as usize, 3)).await.unwrap();
+        }
+    }
+    let indexes = files(dir.path(), "index");
+    let time_indexes = files(dir.path(), "timeindex");
+    assert!(indexes.len() >= 4);
+    std::fs::remove_file(&indexes[0]).unwrap();
+    std::fs::write(&time_indexes[1], b"garbage").unwrap();
+    // Well-sized but pointing past the end of the log file.
+    std::fs::write(
+        &indexes[2],
+        format::encode_index(&[
+            format::IndexEntry {
+                relative_offset: 0,
+                position: 0,
+            },
+            format::IndexEntry {
+                relative_offset: 3,
+                position: 1 << 30,
+            },
+        ]),
+    )
+    .unwrap();
+    std::fs::remove_file(&time_indexes[3]).unwrap();
+    let log = FileLog::open(dir.path(), small_segments(config(clock))).unwrap();
+    check_records(&read_all(&*log, 0).await, 0, 150);
+    for i in 0..50u64 {
+        assert_eq!(log.offset_for_timestamp(1_000 + i as i64).unwrap(), 3 * i);
+    }
+    assert!(
+        std::fs::metadata(&indexes[0]).unwrap().len() > 0,
+        "index rewritten"
+    );
+}
+
+#[tokio::test]
+async fn chopped_tail_byte_drops_only_the_last_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, clock) = manual_clock(1_000);
+    {
+        let log = FileLog::open(dir.path(), small_segments(config(clock.clone()))).unwrap();
+        fill(&log).await;
+    }
+    let tail = files(dir.path(), "log").pop().unwrap();
+    let len = std::fs::metadata(&tail).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&tail)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    let log = FileLog::open(dir.path(), small_segments(config(clock))).unwrap();
+    check_records(&read_all(&*log, 0).await, 0, 147);
+    assert_eq!(log.append(batch(49, 3)).await.unwrap()[0].offset, 147);
+    check_records(&read_all(&*log, 0).await, 0, 150);
+}
+
+#[tokio::test]
+async fn corrupt_crc_in_tail_batch_is_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, clock) = manual_clock(1_000);
+    {
+        let log = FileLog::open(dir.path(), small_segments(config(clock.clone()))).unwrap();
+        fill(&log).await;
+    }
+    let tail = files(dir.path(), "log").pop().unwrap();
+    let len = std::fs::metadata(&tail).unwrap().len();
+    // Last byte of the last record's payload, covered by the CRC.
+    flip_byte(&tail, len - 1);
+    let log = FileLog::open(dir.path(), small_segments(config(clock))).unwrap();
+    check_records(&read_all(&*log, 0).await, 0, 147);
+    assert_eq!(log.stats().next_offset, 147);
+}
+
+#[tokio::test]
+async fn half_written_batch_at_tail_is_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, clock) = manual_clock(1_000);
+    {
+        let log = FileLog::open(dir.path(), small_segments(config(clock.clone()))).unwrap();
+        fill(&log).await;
+    }
+    let tail = files(dir.path(), "log").pop().unwrap();
+    let mut encoded = Vec::new();
+    let records = batch(50, 3);
+    format::encode_batch(
+        &mut encoded,
+        150,
+        1_000,
+        records.iter().map(|r| (&r.id[..], &r.payload[..])),
+    );
+    let mut bytes = std::fs::read(&tail).unwrap();
+    let clean_len = bytes.len();
+    bytes.extend_from_slice(&encoded[..encoded.len() / 2]);
+    std::fs::write(&tail, &bytes).unwrap();
+    let log = FileLog::open(dir.path(), small_segments(config(clock))).unwrap();
+    assert_eq!(std::fs::metadata(&tail).unwrap().len(), clean_len as u64);
+    check_records(&read_all(&*log, 0).await, 0, 150);
+    assert_eq!(log.append(batch(50, 3)).await.unwrap()[0].offset, 150);
+}
+
+#[tokio::test]
+async fn corrupt_sealed_segment_is_reported_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, clock) = manual_clock(1_000);
+    {
+        let log = FileLog::open(dir.path(), small_segments(config(clock.clone()))).unwrap();
+        fill(&log).await;
+    }
+    let first = files(dir.path(), "log").remove(0);
+    // Inside the first record's payload of the first batch.
+    flip_byte(
+        &first,
+        (format::BATCH_HEADER_LEN + format::RECORD_OVERHEAD + 30) as u64,
+    );
+    let log = FileLog::open(dir.path(), small_segments(config(clock))).unwrap();
+    assert!(matches!(
+        log.read(0, 10, usize::MAX),
+        Err(StorageError::Corrupt { .. })
+    ));
+    // Later segments are still served.
+    let later = log.read(100, 10, usize::MAX).unwrap();
+    check_records(&later, 100, 10);
+}
+
+#[tokio::test]
+async fn dedup_survives_restart_within_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let (now, clock) = manual_clock(1_000);
+    let mut cfg = small_segments(config(clock));
+    cfg.dedup_window = Duration::from_secs(10);
+    {
+        let log = FileLog::open(dir.path(), cfg.clone()).unwrap();
+        log.append(vec![rec("old", "a")]).await.unwrap();
+        now.store(8_000, Ordering::SeqCst);
+        log.append(vec![rec("new", "b")]).await.unwrap();
+        fill(&log).await;
+    }
+    now.store(12_000, Ordering::SeqCst);
+    let log = FileLog::open(dir.path(), cfg).unwrap();
+    let got = log
+        .append(vec![rec("new", "again"), rec("old", "again")])
+        .await
+        .unwrap();
+    assert_eq!((got[0].offset, got[0].duplicate), (1, true));
+    assert_eq!((got[1].offset, got[1].duplicate), (152, false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_shares_fsyncs_between_concurrent_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, clock) = manual_clock(1_000);
+    let mut cfg = config(clock);
+    cfg.fsync = FsyncPolicy::Batch;
+    let log = FileLog::open(dir.path(), cfg).unwrap();
+    let (tasks, appends) = (32, 25);
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let log = log.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..appends {
+                log.append(batch(t * 1000 + i, 1)).await.unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let total = (tasks * appends) as u64;
+    let fsyncs = log.fsync_count();
+    assert_eq!(log.stats().next_offset, total);
+    assert!(fsyncs * 4 <= total, "{fsyncs} fsyncs for {total} appends");
+}
+
+/// Unmounts the tmpfs even when the test fails.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn disk_full_keeps_acknowledged_records_and_recovers() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "this test mounts a 1 MiB tmpfs and must run as root (CI does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("full");
+    std::fs::create_dir(&mount).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount tmpfs failed");
+    let _guard = Unmount(mount.clone());
+
+    let (_, clock) = manual_clock(1_000);
+    let mut cfg = config(clock);
+    let mut retention = Retention::default();
+    cfg.segment_bytes = 128 * 1024;
+    cfg.dedup_window = Duration::ZERO;
+    retention.max_bytes = Some(256 * 1024);
+    let payload = |n: u64| Bytes::from(format!("{n:010}-{}", "p".repeat(989)));
+    let records = |from: u64| -> Vec<NewRecord> {
+        (from..from + 10)
+            .map(|n| NewRecord {
+                id: Bytes::new(),
+                payload: payload(n),
+            })
+            .collect()
+    };
+    let log = FileLog::open(&mount, cfg.clone()).unwrap();
+    let mut acked = 0u64;
+    let full = loop {
+        match log.append(records(acked)).await {
+            Ok(got) => {
+                assert_eq!(got[0].offset, acked);
+                acked += 10;
+            }
+            Err(e) => break e,
+        }
+        assert!(acked < 10_000, "never ran out of space");
+    };
+    assert!(matches!(full, StorageError::Full { .. }), "{full}");
+    assert_eq!(log.stats().next_offset, acked);
+    let all = read_all(&*log, 0).await;
+    assert_eq!(all.len() as u64, acked);
+    // Free space, then the log takes appends again.
+    assert!(
+        log.enforce_retention(retention, None)
+            .unwrap()
+            .segments_deleted
+            > 0
+    );
+    log.append(records(acked)).await.unwrap();
+    acked += 10;
+    drop(log);
+
+    let log = FileLog::open(&mount, cfg).unwrap();
+    let first = log.stats().first_offset;
+    let all = read_all(&*log, 0).await;
+    assert_eq!(all.len() as u64, acked - first);
+    for r in &all {
+        assert_eq!(r.payload, payload(r.offset));
+    }
+    assert_eq!(log.stats().next_offset, acked);
+}
