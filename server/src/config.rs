@@ -208,6 +208,12 @@ impl ServerConfig {
         if let Some(v) = &file.retention_check_interval {
             c.broker.retention_check_interval = duration("retention_check_interval", v)?;
         }
+        // A server with a small request limit should still start with the
+        // default event limit: clamp it unless the file set it explicitly.
+        if d.max_event_bytes.is_none() {
+            let t = &mut c.broker.topic_defaults;
+            t.max_event_bytes = t.max_event_bytes.min(c.broker.max_request_bytes as u32);
+        }
         if c.broker.max_request_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 setting: "max_request_bytes",

@@ -1,8 +1,10 @@
 //! The Herald broker as a library: `storage` (durable logs, no gRPC),
 //! `broker` (topics and publishing, no tonic), `api` (thin tonic services),
-//! and `server` (config, health, reflection, shutdown) that `main.rs` runs.
+//! `server` (config, health, reflection, shutdown) that `main.rs` runs, and
+//! `bench` (the load generators behind `herald bench`).
 
 pub mod api;
+pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod server;

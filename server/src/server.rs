@@ -149,6 +149,9 @@ impl BoundServer {
 
         let stop_accepting = CancellationToken::new();
         let router = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(move |response| {
+                crate::api::limits::rewrite_response(response, max)
+            }))
             .tcp_nodelay(true)
             .initial_stream_window_size(4 * 1024 * 1024)
             .initial_connection_window_size(16 * 1024 * 1024)

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod convert;
+pub mod limits;
 pub mod publisher;
 pub mod status;
 

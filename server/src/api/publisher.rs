@@ -9,9 +9,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::ApiContext;
 use super::convert::publish_results;
 use super::status::{to_detail, to_status};
+use super::{ApiContext, limits};
 
 /// Most batches of one PublishStream being stored at once; the server stops
 /// reading the stream while this many are in flight (backpressure).
@@ -107,6 +107,11 @@ async fn drive_publish_stream(
                         while let Some((sequence, outcome)) = in_flight.next().await {
                             let _ = tx.send(Ok(stream_response(sequence, outcome))).await;
                         }
+                        let status = if limits::is_tonic_too_large(&status) {
+                            limits::request_too_large(status.message(), ctx.broker.config().max_request_bytes)
+                        } else {
+                            status
+                        };
                         let _ = tx.send(Err(status)).await;
                         return;
                     }

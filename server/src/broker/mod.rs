@@ -26,7 +26,7 @@ pub use error::{BrokerError, Result};
 pub use topic::{Fsync, TopicMeta, TopicSettings, TopicSettingsPatch, validate_topic_name};
 
 use crate::storage::{NewRecord, PartitionLog, PartitionStats, Storage, system_clock};
-use partition_writer::AppendJob;
+use partition_writer::{AppendJob, AppendOutcome};
 
 /// Longest accepted event id, in bytes.
 pub const MAX_EVENT_ID_BYTES: usize = 256;
@@ -81,9 +81,6 @@ pub struct PendingPublish {
     /// Per partition: the events' indexes and the writer's answer.
     pending: Vec<(u32, Vec<usize>, oneshot::Receiver<AppendOutcome>)>,
 }
-
-type AppendOutcome =
-    std::result::Result<Vec<crate::storage::Appended>, Arc<crate::storage::StorageError>>;
 
 impl PendingPublish {
     /// Waits until every partition's share is durable (or failed).

@@ -12,6 +12,10 @@ use crate::storage::{Appended, NewRecord, PartitionLog, StorageError};
 /// Appends queued per partition before a publisher waits for room.
 pub const QUEUE_DEPTH: usize = 1024;
 
+/// What the writer answers for one job: one [`Appended`] per record, or the
+/// storage failure (shared by every job of the failed group).
+pub type AppendOutcome = Result<Vec<Appended>, Arc<StorageError>>;
+
 /// One publish's records for one partition, and where to send the outcome.
 pub struct AppendJob {
     /// The records, in the order they were published.
@@ -19,7 +23,7 @@ pub struct AppendJob {
     /// Payload bytes in `records`, to bound merged batches.
     pub bytes: usize,
     /// Receives one [`Appended`] per record, or the storage failure.
-    pub reply: oneshot::Sender<Result<Vec<Appended>, Arc<StorageError>>>,
+    pub reply: oneshot::Sender<AppendOutcome>,
 }
 
 /// Runs until every sender of `jobs` is dropped, appending each group of
@@ -88,12 +92,7 @@ mod tests {
     use crate::storage::LogConfig;
     use crate::storage::memory::MemoryLog;
 
-    fn job(
-        payloads: &[&'static str],
-    ) -> (
-        AppendJob,
-        oneshot::Receiver<Result<Vec<Appended>, Arc<StorageError>>>,
-    ) {
+    fn job(payloads: &[&'static str]) -> (AppendJob, oneshot::Receiver<AppendOutcome>) {
         let (reply, rx) = oneshot::channel();
         let records = payloads
             .iter()

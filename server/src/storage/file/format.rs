@@ -328,7 +328,7 @@ pub fn encode_time_index(entries: &[TimeEntry]) -> Vec<u8> {
 /// Decodes an offset index file, checking that entries strictly increase
 /// and point inside a log file of `log_len` bytes.
 pub fn decode_index(buf: &[u8], log_len: u64) -> Result<Vec<IndexEntry>, FormatError> {
-    if buf.len() % INDEX_ENTRY_LEN != 0 {
+    if !buf.len().is_multiple_of(INDEX_ENTRY_LEN) {
         return Err(invalid(format!(
             "index size {} is not a multiple of 8",
             buf.len()
@@ -363,7 +363,7 @@ pub fn decode_index(buf: &[u8], log_len: u64) -> Result<Vec<IndexEntry>, FormatE
 
 /// Decodes a time index file, checking that entries never decrease.
 pub fn decode_time_index(buf: &[u8]) -> Result<Vec<TimeEntry>, FormatError> {
-    if buf.len() % TIME_ENTRY_LEN != 0 {
+    if !buf.len().is_multiple_of(TIME_ENTRY_LEN) {
         return Err(invalid(format!(
             "time index size {} is not a multiple of 12",
             buf.len()

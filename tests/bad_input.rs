@@ -1,0 +1,391 @@
+//! Every bad input gets a specific status, a message a person can act on and
+//! a Herald error code; the server stays up and stored data is untouched.
+
+mod common;
+
+use common::{Herald, event};
+use herald::StatusExt;
+use herald::v1::*;
+use herald_client::Client;
+
+/// Publishes one event to "keep" so each test can check it is untouched.
+async fn seed(client: &Client) -> TopicStats {
+    client
+        .publish("keep", vec![event("seed", 100)])
+        .await
+        .expect("seed publish");
+    stats(client, "keep").await
+}
+
+async fn stats(client: &Client, topic: &str) -> TopicStats {
+    client
+        .admin()
+        .get_topic_stats(GetTopicStatsRequest { name: topic.into() })
+        .await
+        .expect("stats")
+        .into_inner()
+}
+
+fn assert_error(status: &tonic::Status, code: tonic::Code, herald_code: ErrorCode, mentions: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(status.herald_code(), herald_code, "{status:?}");
+    assert!(
+        status.message().contains(mentions),
+        "message {:?} should mention {mentions:?}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_topic_names_are_refused() {
+    let (server, _dir) = Herald::start(&[]);
+    let client = server.client().await;
+    let before = seed(&client).await;
+    for name in ["", "..", "a/b", "has space", &"x".repeat(250)] {
+        let status = client.publish(name, vec![event("", 1)]).await.unwrap_err();
+        let herald_client::ClientError::Status(status) = status else {
+            panic!("status expected")
+        };
+        assert_error(
+            &status,
+            tonic::Code::InvalidArgument,
+            ErrorCode::InvalidTopicName,
+            "letters, digits",
+        );
+    }
+    assert_eq!(stats(&client, "keep").await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_batch_is_refused() {
+    let (server, _dir) = Herald::start(&[]);
+    let client = server.client().await;
+    let before = seed(&client).await;
+    let Err(herald_client::ClientError::Status(status)) = client.publish("keep", vec![]).await
+    else {
+        panic!("empty batch must fail")
+    };
+    assert_error(
+        &status,
+        tonic::Code::InvalidArgument,
+        ErrorCode::EmptyBatch,
+        "at least one",
+    );
+    assert_eq!(stats(&client, "keep").await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn event_over_the_topic_limit_is_refused_and_nothing_of_the_batch_is_stored() {
+    let (server, _dir) = Herald::start(&[]);
+    let client = server.client().await;
+    let before = seed(&client).await;
+    client
+        .admin()
+        .update_topic(UpdateTopicRequest {
+            name: "keep".into(),
+            config: Some(TopicConfig {
+                max_event_bytes: 1000,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let Err(herald_client::ClientError::Status(status)) = client
+        .publish("keep", vec![event("small", 10), event("big", 5000)])
+        .await
+    else {
+        panic!("oversize event must fail")
+    };
+    assert_error(
+        &status,
+        tonic::Code::InvalidArgument,
+        ErrorCode::EventTooLarge,
+        "max_event_bytes",
+    );
+    assert_eq!(status.herald_detail().unwrap().metadata["index"], "1");
+    assert_eq!(stats(&client, "keep").await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_over_the_max_message_size_is_resource_exhausted() {
+    let (server, _dir) = Herald::start(&["--max-request-bytes", "65536"]);
+    let client = server.client().await;
+    let before = seed(&client).await;
+    let Err(herald_client::ClientError::Status(status)) =
+        client.publish("keep", vec![event("huge", 100_000)]).await
+    else {
+        panic!("oversize request must fail")
+    };
+    assert_error(
+        &status,
+        tonic::Code::ResourceExhausted,
+        ErrorCode::RequestTooLarge,
+        "65536",
+    );
+    assert!(
+        status.message().contains("--max-request-bytes"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(stats(&client, "keep").await, before);
+
+    // The same on a pipelined stream: the stream ends with the status.
+    let request = PublishStreamRequest {
+        sequence: 1,
+        topic: "keep".into(),
+        events: vec![event("huge", 100_000)],
+    };
+    let mut responses = client
+        .publisher()
+        .publish_stream(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = match responses.message().await {
+        Ok(Some(_)) => panic!("no batch of the oversize request is answered OK"),
+        Ok(None) => panic!("the stream must end with an error"),
+        Err(status) => status,
+    };
+    assert_error(
+        &status,
+        tonic::Code::ResourceExhausted,
+        ErrorCode::RequestTooLarge,
+        "65536",
+    );
+    assert_eq!(stats(&client, "keep").await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_topic_is_not_found_when_auto_create_is_off() {
+    let (server, _dir) = Herald::start(&["--auto-create-topics", "false"]);
+    let client = server.client().await;
+    let Err(herald_client::ClientError::Status(status)) =
+        client.publish("nope", vec![event("", 1)]).await
+    else {
+        panic!("unknown topic must fail")
+    };
+    assert_error(
+        &status,
+        tonic::Code::NotFound,
+        ErrorCode::TopicNotFound,
+        "CreateTopic",
+    );
+    let status = client
+        .admin()
+        .get_topic(GetTopicRequest {
+            name: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_error(
+        &status,
+        tonic::Code::NotFound,
+        ErrorCode::TopicNotFound,
+        "does not exist",
+    );
+    let listed = client
+        .admin()
+        .list_topics(ListTopicsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.topics.is_empty(), "nothing was created");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topic_settings_that_cannot_change_are_refused() {
+    let (server, _dir) = Herald::start(&[]);
+    let client = server.client().await;
+    let before = seed(&client).await;
+    let mut admin = client.admin();
+    let status = admin
+        .update_topic(UpdateTopicRequest {
+            name: "keep".into(),
+            config: Some(TopicConfig {
+                partitions: 4,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_error(
+        &status,
+        tonic::Code::FailedPrecondition,
+        ErrorCode::PartitionCountChange,
+        "per-key order",
+    );
+    let status = admin
+        .update_topic(UpdateTopicRequest {
+            name: "keep".into(),
+            config: Some(TopicConfig {
+                fsync_policy: FsyncPolicy::None as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_error(
+        &status,
+        tonic::Code::FailedPrecondition,
+        ErrorCode::ImmutableTopicSetting,
+        "fsync_policy",
+    );
+    let status = admin
+        .create_topic(CreateTopicRequest {
+            name: "keep".into(),
+            config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_error(
+        &status,
+        tonic::Code::AlreadyExists,
+        ErrorCode::TopicAlreadyExists,
+        "keep",
+    );
+    assert_eq!(stats(&client, "keep").await, before);
+    let topic = admin
+        .get_topic(GetTopicRequest {
+            name: "keep".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(topic.config.unwrap().partitions, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_fsync_policy_and_out_of_range_settings_are_refused() {
+    let (server, _dir) = Herald::start(&[]);
+    let mut admin = server.client().await.admin();
+    let status = admin
+        .create_topic(CreateTopicRequest {
+            name: "t".into(),
+            config: Some(TopicConfig {
+                fsync_policy: 9,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_error(
+        &status,
+        tonic::Code::InvalidArgument,
+        ErrorCode::InvalidTopicConfig,
+        "FSYNC_POLICY_BATCH",
+    );
+    let status = admin
+        .create_topic(CreateTopicRequest {
+            name: "t".into(),
+            config: Some(TopicConfig {
+                partitions: 100_000,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_error(
+        &status,
+        tonic::Code::InvalidArgument,
+        ErrorCode::InvalidTopicConfig,
+        "1 to 1024",
+    );
+    let listed = admin
+        .list_topics(ListTopicsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.topics.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overlong_event_id_is_refused() {
+    let (server, _dir) = Herald::start(&[]);
+    let client = server.client().await;
+    let before = seed(&client).await;
+    let Err(herald_client::ClientError::Status(status)) = client
+        .publish("keep", vec![event(&"i".repeat(300), 1)])
+        .await
+    else {
+        panic!("long id must fail")
+    };
+    assert_error(
+        &status,
+        tonic::Code::InvalidArgument,
+        ErrorCode::InvalidEvent,
+        "at most 256",
+    );
+    assert_eq!(stats(&client, "keep").await, before);
+}
+
+/// A tmpfs of `size` mounted for the test, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str, options: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}{options}"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "this test mounts a small tmpfs to fill the disk and needs root (CI runs as root)"
+        );
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disk_full_is_resource_exhausted_and_keeps_acked_events() {
+    let disk = Tmpfs::mount("2m", "");
+    let server = Herald::start_in(disk.0.path(), &[]);
+    let client = server.client().await;
+    let mut acked = 0u64;
+    let status = loop {
+        match client
+            .publish("fill", (0..10).map(|_| event("", 10_000)).collect())
+            .await
+        {
+            Ok(results) => acked += results.len() as u64,
+            Err(herald_client::ClientError::Status(status)) => break status,
+            Err(other) => panic!("unexpected {other}"),
+        }
+        assert!(acked < 100_000, "the 2 MiB disk never filled");
+    };
+    assert_error(
+        &status,
+        tonic::Code::ResourceExhausted,
+        ErrorCode::StorageFull,
+        "free space",
+    );
+    // The server stays up and keeps what it acknowledged.
+    let after = stats(&client, "fill").await;
+    assert_eq!(after.event_count, acked);
+    // Smaller publishes that fit still fail cleanly or succeed; none corrupts.
+    let _ = client.publish("fill", vec![event("", 10)]).await;
+    drop(client);
+    let server = server.restart_after_kill();
+    let restarted = stats(&server.client().await, "fill").await;
+    assert!(
+        restarted.event_count >= acked,
+        "acked events survive: {} < {acked}",
+        restarted.event_count
+    );
+    drop(server);
+}

@@ -1,0 +1,232 @@
+//! Starting, health, reflection and stopping a real `herald` process.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Herald, event, herald_bin};
+use tokio_stream::StreamExt;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+async fn channel(server: &Herald) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(server.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_is_serving_then_not_serving_during_shutdown() {
+    let (mut server, _dir) = Herald::start(&["--shutdown-timeout", "2s"]);
+    let mut health = HealthClient::new(channel(&server).await);
+    for service in ["", "herald.v1.Publisher", "herald.v1.Admin"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "service {service:?}");
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    server.signal(libc::SIGTERM);
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("a status change during shutdown")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "exit 0 after draining; logs:\n{}",
+        server.logs()
+    );
+    assert!(server.logs().contains("shutdown complete"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reflection_lists_the_services_in_v1_and_v1alpha() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let (server, _dir) = Herald::start(&[]);
+    let channel = channel(&server).await;
+
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("list services response expected")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "herald.v1.Publisher",
+        "herald.v1.Admin",
+        "herald.v1.Subscriber",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        responses.next().await.unwrap().unwrap().message_response,
+        Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_in_flight_publishes_and_refuses_new_ones() {
+    let (mut server, _dir) = Herald::start(&[]);
+    let client = server.client().await;
+    let mut publishes = Vec::new();
+    for i in 0..50 {
+        let client = client.clone();
+        publishes.push(tokio::spawn(async move {
+            client
+                .publish("drain", vec![event(&format!("d{i}"), 1000)])
+                .await
+        }));
+    }
+    server.signal(libc::SIGTERM);
+    let mut ok = 0;
+    for publish in publishes {
+        match publish.await.unwrap() {
+            Ok(_) => ok += 1,
+            // Refused by the broker (UNAVAILABLE), or never accepted because
+            // the connection was already going away (HTTP/2 GOAWAY or the
+            // closed connection, which tonic reports as transport errors):
+            // either way not acked, so nothing is promised about it.
+            Err(herald_client::ClientError::Status(status)) => {
+                let text = format!("{status:?}");
+                assert!(
+                    status.code() == tonic::Code::Unavailable
+                        || text.contains("GoAway")
+                        || text.contains("connection closed"),
+                    "a publish caught by shutdown is refused, got {status:?}"
+                )
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(server.wait_exit(Duration::from_secs(20)).success());
+    // Whatever was acknowledged is there after a restart.
+    let server = Herald::start_in(&server.data_dir.clone(), &[]);
+    if ok > 0 {
+        let stats = server
+            .client()
+            .await
+            .admin()
+            .get_topic_stats(herald::v1::GetTopicStatsRequest {
+                name: "drain".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(stats.event_count >= ok);
+    }
+}
+
+#[test]
+fn unusable_data_dir_exits_non_zero_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let output = std::process::Command::new(herald_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(file.join("data"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot use data directory"), "{stderr}");
+    assert!(stderr.contains("--data-dir"), "{stderr}");
+}
+
+#[test]
+fn read_only_data_dir_exits_non_zero_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,ro", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "mounting a read-only tmpfs needs root (CI runs as root)"
+    );
+    let output = std::process::Command::new(herald_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let _ = std::process::Command::new("umount")
+        .arg(dir.path())
+        .status();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot use data directory"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("read-only"), "{stderr}");
+}
+
+#[test]
+fn bad_config_file_exits_non_zero_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(&config, "[topic_defaults]\nfsync = \"sometimes\"\n").unwrap();
+    let output = std::process::Command::new(herald_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("topic_defaults.fsync"), "{stderr}");
+}
