@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs Herald's whole test suite on a fresh machine: installs what the tests
+# need (grpcurl from the Go module proxy), checks formatting and lints, then
+# runs every Rust test — unit, storage, and end-to-end against real `herald`
+# processes. Usage: scripts/test.sh   (from anywhere in the repo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GRPCURL_VERSION=v1.9.4
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
+cargo --version
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
+
+step "grpcurl ${GRPCURL_VERSION}"
+TOOLS_BIN="$PWD/target/tools/bin"
+mkdir -p "$TOOLS_BIN"
+if [[ ! -x "$TOOLS_BIN/grpcurl" ]]; then
+  command -v go >/dev/null || { echo "go not found: install Go from https://go.dev/dl to get grpcurl" >&2; exit 1; }
+  GOBIN="$TOOLS_BIN" GOFLAGS=-buildvcs=false go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@${GRPCURL_VERSION}"
+fi
+export GRPCURL="$TOOLS_BIN/grpcurl"
+"$GRPCURL" -version
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+# The disk-full and read-only-data-dir tests mount small tmpfs filesystems,
+# which needs root (CI runs as root).
+cargo test --workspace --locked
+
+step "all tests passed"
