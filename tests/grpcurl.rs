@@ -24,11 +24,16 @@ fn grpcurl() -> PathBuf {
             return path;
         }
     }
-    panic!("grpcurl not found: run scripts/test.sh (it installs grpcurl with `go install`) or set GRPCURL");
+    panic!(
+        "grpcurl not found: run scripts/test.sh (it installs grpcurl with `go install`) or set GRPCURL"
+    );
 }
 
 fn run(args: &[&str]) -> String {
-    let output = Command::new(grpcurl()).args(args).output().expect("run grpcurl");
+    let output = Command::new(grpcurl())
+        .args(args)
+        .output()
+        .expect("run grpcurl");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
@@ -42,8 +47,16 @@ fn run(args: &[&str]) -> String {
 fn grpcurl_lists_services_and_publishes_an_event() {
     let (server, _dir) = Herald::start(&[]);
     let listed = run(&["-plaintext", &server.addr, "list"]);
-    for service in ["herald.v1.Admin", "herald.v1.Publisher", "herald.v1.Subscriber", "grpc.health.v1.Health"] {
-        assert!(listed.lines().any(|l| l.trim() == service), "{service} missing from:\n{listed}");
+    for service in [
+        "herald.v1.Admin",
+        "herald.v1.Publisher",
+        "herald.v1.Subscriber",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            listed.lines().any(|l| l.trim() == service),
+            "{service} missing from:\n{listed}"
+        );
     }
 
     let published = run(&[
