@@ -230,3 +230,39 @@ fn bad_config_file_exits_non_zero_naming_the_setting() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("topic_defaults.fsync"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_publish_streams_end_with_unavailable_on_shutdown() {
+    use herald::StatusExt;
+    let (mut server, _dir) = Herald::start(&[]);
+    let client = server.client().await;
+    let (requests, outbound) = tokio::sync::mpsc::channel(8);
+    let mut responses = client
+        .publisher()
+        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(outbound))
+        .await
+        .unwrap()
+        .into_inner();
+    requests
+        .send(herald::v1::PublishStreamRequest {
+            sequence: 7,
+            topic: "live".into(),
+            events: vec![event("before-shutdown", 10)],
+        })
+        .await
+        .unwrap();
+    let answered = responses.message().await.unwrap().expect("an answer");
+    assert_eq!(answered.sequence, 7);
+    assert_eq!(answered.results.len(), 1);
+
+    server.signal(libc::SIGTERM);
+    // The client keeps its side open; the server must still end the stream.
+    let ended = tokio::time::timeout(Duration::from_secs(10), responses.message())
+        .await
+        .expect("the server ends the stream during shutdown");
+    let status = ended.expect_err("the stream ends with a status");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(status.herald_code(), herald::v1::ErrorCode::ShuttingDown);
+    drop(requests);
+    assert!(server.wait_exit(Duration::from_secs(20)).success());
+}

@@ -59,10 +59,10 @@ struct ServeArgs {
     #[arg(long, env = "HERALD_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Keep everything in memory; nothing survives a restart.
-    #[arg(long, env = "HERALD_IN_MEMORY")]
+    #[arg(long, env = "HERALD_IN_MEMORY", num_args = 0..=1, default_missing_value = "true")]
     in_memory: Option<bool>,
     /// Create topics on first publish [default: true]
-    #[arg(long, env = "HERALD_AUTO_CREATE_TOPICS")]
+    #[arg(long, env = "HERALD_AUTO_CREATE_TOPICS", num_args = 0..=1, default_missing_value = "true")]
     auto_create_topics: Option<bool>,
     /// Largest accepted gRPC request, bytes [default: 16777216]
     #[arg(long, env = "HERALD_MAX_REQUEST_BYTES")]
