@@ -5,7 +5,8 @@ use std::time::Duration;
 use herald::v1;
 
 use crate::broker::{
-    BrokerError, Fsync, PublishReceipt, TopicInfo, TopicSettings, TopicSettingsPatch, TopicStats,
+    BrokerError, Fsync, Position, PublishReceipt, TopicInfo, TopicSettings, TopicSettingsPatch,
+    TopicStats,
 };
 
 /// A protobuf timestamp for milliseconds since the epoch.
@@ -121,6 +122,46 @@ pub fn topic_stats(stats: &TopicStats) -> v1::TopicStats {
         event_count: partitions.iter().map(|p| p.event_count).sum(),
         bytes: partitions.iter().map(|p| p.bytes).sum(),
         partitions,
+    }
+}
+
+/// A stored record as a delivered (or read) event. The payload is the
+/// encoded envelope the broker stored at publish.
+pub fn delivered_event(
+    topic: &str,
+    partition: u32,
+    record: &crate::storage::StoredRecord,
+    delivery_attempt: u32,
+    ack_handle: String,
+    epoch: u64,
+) -> Result<v1::DeliveredEvent, prost::DecodeError> {
+    let event = <v1::Event as prost::Message>::decode(record.payload.clone())?;
+    Ok(v1::DeliveredEvent {
+        event: Some(event),
+        topic: topic.to_owned(),
+        partition,
+        offset: record.offset,
+        publish_time: Some(timestamp(record.timestamp_ms)),
+        delivery_attempt,
+        ack_handle,
+        epoch,
+    })
+}
+
+/// A request's position; `default` when unset.
+pub fn position(position: Option<&v1::Position>, default: Position) -> Position {
+    match position.and_then(|p| p.kind.as_ref()) {
+        None => default,
+        Some(v1::position::Kind::Earliest(_)) => Position::Earliest,
+        Some(v1::position::Kind::Latest(_)) => Position::Latest,
+        Some(v1::position::Kind::Offsets(o)) => {
+            Position::Offsets(o.offsets.clone().into_iter().collect())
+        }
+        Some(v1::position::Kind::Timestamp(t)) => Position::Timestamp(
+            t.seconds
+                .saturating_mul(1000)
+                .saturating_add(i64::from(t.nanos) / 1_000_000),
+        ),
     }
 }
 

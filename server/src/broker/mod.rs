@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod partition_writer;
+pub mod position;
 pub mod topic;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use error::{BrokerError, Result};
+pub use position::Position;
 pub use topic::{Fsync, TopicMeta, TopicSettings, TopicSettingsPatch, validate_topic_name};
 
 use crate::storage::{NewRecord, PartitionLog, PartitionStats, Storage, system_clock};
@@ -399,6 +401,14 @@ impl Broker {
             name: name.to_owned(),
             partitions: topic.partitions.iter().map(|p| p.log.stats()).collect(),
         })
+    }
+
+    /// The partition logs of a topic, by partition index (for readers and
+    /// subscriptions).
+    pub fn partition_logs(&self, topic: &str) -> Result<Vec<Arc<dyn PartitionLog>>> {
+        validate_topic_name(topic)?;
+        let topic = self.topic(topic)?;
+        Ok(topic.partitions.iter().map(|p| p.log.clone()).collect())
     }
 
     /// Runs one retention pass over every partition of every topic.
