@@ -1,0 +1,552 @@
+//! The task that runs one subscription: reads fresh events from the
+//! partition logs, feeds the dispatcher, sends deliveries to consumers,
+//! applies their acks, fires deadlines and delays, dead-letters, and
+//! persists the cursor in batches.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald::v1::Event;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::dispatch::{AttachRefusal, Dispatcher, EventRef, Output, hash64};
+use super::{
+    AckSet, Attached, Command, ConsumerEvent, ConsumerStats, CursorRecord, DeliveredRecord, SubscriptionInfo,
+    SubscriptionKind, SubscriptionStats,
+};
+use crate::broker::error::BrokerError;
+use crate::broker::{Broker, Position};
+use crate::storage::{PartitionLog, Storage, StorageError, StoredRecord};
+
+/// Most fresh events read ahead of delivery.
+const READ_AHEAD_CAP: usize = 2048;
+/// Records per log read.
+const READ_CHUNK: usize = 512;
+
+/// How a subscription task persists its cursor and bounds consumers.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    /// Flush the cursor at least this often while it changes.
+    pub cursor_flush_interval: Duration,
+    /// ...or after this many acks, whichever comes first.
+    pub cursor_flush_acks: u64,
+    /// Most unacked events per consumer.
+    pub max_unacked_per_consumer: u64,
+}
+
+impl Default for TaskContext {
+    fn default() -> Self {
+        Self {
+            cursor_flush_interval: Duration::from_millis(100),
+            cursor_flush_acks: 1000,
+            max_unacked_per_consumer: 10_000,
+        }
+    }
+}
+
+/// One subscription's running state.
+pub(crate) struct SubscriptionTask {
+    pub info: SubscriptionInfo,
+    pub ctx: TaskContext,
+    pub dispatcher: Dispatcher,
+    pub logs: Vec<Arc<dyn PartitionLog>>,
+    pub storage: Arc<dyn Storage>,
+    pub broker: Broker,
+    pub commands: mpsc::Receiver<Command>,
+    pub detaches: mpsc::UnboundedReceiver<u64>,
+    pub marks: Arc<Vec<AtomicU64>>,
+    pub consumer_count: Arc<AtomicU64>,
+    pub stop: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+struct Running {
+    /// Durable ends of the partitions, watched for new events.
+    ends: Vec<watch::Receiver<u64>>,
+    /// Next offset to read as fresh, per partition.
+    read_pos: Vec<u64>,
+    /// Records of fresh events not delivered yet.
+    cache: HashMap<EventRef, StoredRecord>,
+    /// Where each consumer's events go.
+    consumers: HashMap<u64, mpsc::UnboundedSender<ConsumerEvent>>,
+    /// Cursor changed since the last flush.
+    dirty: bool,
+    acks_since_flush: u64,
+    flush_due: Option<Instant>,
+    /// Dead-letter publishes report back here.
+    dlq_tx: mpsc::UnboundedSender<(EventRef, bool)>,
+    dlq_rx: mpsc::UnboundedReceiver<(EventRef, bool)>,
+}
+
+impl SubscriptionTask {
+    /// Runs until stopped (delete, topic delete, shutdown) or storage fails.
+    pub async fn run(mut self) {
+        let (dlq_tx, dlq_rx) = mpsc::unbounded_channel();
+        let mut run = Running {
+            ends: self.logs.iter().map(|l| l.watch_end()).collect(),
+            read_pos: self.dispatcher.cursors().iter().map(AckSet::mark_delete).collect(),
+            cache: HashMap::new(),
+            consumers: HashMap::new(),
+            dirty: false,
+            acks_since_flush: 0,
+            flush_due: None,
+            dlq_tx,
+            dlq_rx,
+        };
+        let outcome = self.serve(&mut run).await;
+        self.flush(&mut run).await;
+        let reason = match outcome {
+            Ok(()) if self.broker.is_closing() => BrokerError::ShuttingDown,
+            Ok(()) => BrokerError::SubscriptionClosed,
+            Err(error) => {
+                tracing::error!(topic = %self.info.topic, subscription = %self.info.name, %error, "subscription stopped");
+                error
+            }
+        };
+        for (_, tx) in run.consumers.drain() {
+            let _ = tx.send(ConsumerEvent::Closed(clone_error(&reason)));
+        }
+    }
+
+    async fn serve(&mut self, run: &mut Running) -> Result<(), BrokerError> {
+        loop {
+            self.fill(run)?;
+            let now = Instant::now();
+            let outputs = self.dispatcher.dispatch(now);
+            self.apply(run, outputs)?;
+            if run.dirty && run.acks_since_flush >= self.ctx.cursor_flush_acks {
+                self.flush(run).await;
+            }
+            let wakeup = self.dispatcher.next_wakeup();
+            let flush_due = run.flush_due;
+            let caught_up: Vec<usize> = (0..run.ends.len()).collect();
+            let new_data = async {
+                let waits = caught_up
+                    .into_iter()
+                    .map(|i| Box::pin(run.ends[i].changed()))
+                    .collect::<Vec<_>>();
+                if waits.is_empty() {
+                    std::future::pending::<()>().await;
+                }
+                let _ = futures::future::select_all(waits).await;
+            };
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return Ok(()),
+                command = self.commands.recv() => match command {
+                    Some(command) => self.handle(run, command).await?,
+                    None => return Ok(()),
+                },
+                Some(id) = self.detaches.recv() => {
+                    run.consumers.remove(&id);
+                    self.consumer_count.store(run.consumers.len() as u64, Ordering::Relaxed);
+                    let outputs = self.dispatcher.detach(id, Instant::now());
+                    self.apply(run, outputs)?;
+                }
+                Some((event, published)) = run.dlq_rx.recv() => {
+                    self.dispatcher.dead_lettered(event, published, Instant::now());
+                    if published {
+                        self.cursor_changed(run);
+                    }
+                }
+                _ = sleep_until(wakeup), if wakeup.is_some() => {
+                    let outputs = self.dispatcher.tick(Instant::now());
+                    self.apply(run, outputs)?;
+                }
+                _ = sleep_until(flush_due), if flush_due.is_some() => self.flush(run).await,
+                _ = new_data => {}
+            }
+        }
+    }
+
+    /// Reads fresh events while the dispatcher can use them.
+    fn fill(&mut self, run: &mut Running) -> Result<(), BrokerError> {
+        let limit = self.dispatcher.read_ahead(READ_AHEAD_CAP);
+        let key_shared = self.dispatcher.kind() == SubscriptionKind::KeyShared;
+        loop {
+            let mut progressed = false;
+            for partition in 0..self.logs.len() {
+                let room = limit.saturating_sub(self.dispatcher.fresh_len());
+                if room == 0 {
+                    return Ok(());
+                }
+                let end = *run.ends[partition].borrow_and_update();
+                if run.read_pos[partition] >= end {
+                    continue;
+                }
+                let records = self.logs[partition]
+                    .read(run.read_pos[partition], room.min(READ_CHUNK), 4 << 20)
+                    .map_err(|e| self.storage_error(partition as u32, e))?;
+                for record in records {
+                    let event = (partition as u32, record.offset);
+                    run.read_pos[partition] = record.offset + 1;
+                    if self.dispatcher.cursors()[partition].contains(record.offset) {
+                        continue;
+                    }
+                    let key = if key_shared { event_key(&record.payload) } else { None };
+                    self.dispatcher.offer(event, key);
+                    run.cache.insert(event, record);
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Carries out the dispatcher's outputs.
+    fn apply(&mut self, run: &mut Running, outputs: Vec<Output>) -> Result<(), BrokerError> {
+        let mut batches: HashMap<u64, Vec<DeliveredRecord>> = HashMap::new();
+        for output in outputs {
+            match output {
+                Output::Deliver(d) => {
+                    let event = (d.handle.partition, d.handle.offset);
+                    let Some(record) = self.record(run, event)? else {
+                        // Gone from the log (retention or seek): nothing to deliver.
+                        let _ = self.dispatcher.ack(d.consumer, [d.handle.to_string().as_str()], false);
+                        continue;
+                    };
+                    batches.entry(d.consumer).or_default().push(DeliveredRecord {
+                        partition: d.handle.partition,
+                        record,
+                        attempt: d.attempt,
+                        handle: d.handle.to_string(),
+                        epoch: d.epoch,
+                    });
+                }
+                Output::ActiveStatus {
+                    consumer,
+                    active,
+                    active_consumer,
+                    epoch,
+                    partitions,
+                } => send(
+                    run,
+                    consumer,
+                    ConsumerEvent::ActiveStatus {
+                        active,
+                        active_consumer,
+                        epoch,
+                        partitions,
+                    },
+                ),
+                Output::Held {
+                    consumer,
+                    reason,
+                    outstanding,
+                    credits,
+                } => send(
+                    run,
+                    consumer,
+                    ConsumerEvent::Held {
+                        reason,
+                        outstanding,
+                        credits,
+                    },
+                ),
+                Output::DeadLetter { event, attempts, reason } => self.dead_letter(run, event, attempts, reason)?,
+            }
+        }
+        for (consumer, events) in batches {
+            send(run, consumer, ConsumerEvent::Events(events));
+        }
+        Ok(())
+    }
+
+    /// The record of `event`: from the read-ahead cache, else from the log.
+    fn record(&self, run: &mut Running, event: EventRef) -> Result<Option<StoredRecord>, BrokerError> {
+        if let Some(record) = run.cache.remove(&event) {
+            return Ok(Some(record));
+        }
+        let records = self.logs[event.0 as usize]
+            .read(event.1, 1, 0)
+            .map_err(|e| self.storage_error(event.0, e))?;
+        Ok(records.into_iter().next().filter(|r| r.offset == event.1))
+    }
+
+    /// Publishes an event that failed too often to the dead-letter topic,
+    /// with where it came from and why in its attributes.
+    fn dead_letter(&mut self, run: &mut Running, event: EventRef, attempts: u32, reason: String) -> Result<(), BrokerError> {
+        let Some(record) = self.record(run, event)? else {
+            self.dispatcher.dead_lettered(event, true, Instant::now());
+            return Ok(());
+        };
+        let mut dead = Event::decode(record.payload.clone()).unwrap_or_default();
+        let attributes = [
+            ("herald_dlq_source_topic", self.info.topic.clone()),
+            ("herald_dlq_source_partition", event.0.to_string()),
+            ("herald_dlq_source_offset", event.1.to_string()),
+            ("herald_dlq_subscription", self.info.name.clone()),
+            ("herald_dlq_attempts", attempts.to_string()),
+            ("herald_dlq_reason", reason.clone()),
+        ];
+        dead.attributes
+            .extend(attributes.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        let topic = self.info.settings.dead_letter_topic.clone();
+        let broker = self.broker.clone();
+        let done = run.dlq_tx.clone();
+        let (source, subscription) = (self.info.topic.clone(), self.info.name.clone());
+        self.tasks.spawn(async move {
+            let published = match broker.publish(&topic, vec![dead]).await {
+                Ok(_) => {
+                    tracing::warn!(topic = %source, subscription = %subscription, partition = event.0, offset = event.1, attempts, %reason, dead_letter_topic = %topic, "event dead-lettered");
+                    true
+                }
+                Err(error) => {
+                    tracing::error!(topic = %source, subscription = %subscription, %error, "dead-letter publish failed; will retry");
+                    false
+                }
+            };
+            let _ = done.send((event, published));
+        });
+        Ok(())
+    }
+
+    async fn handle(&mut self, run: &mut Running, command: Command) -> Result<(), BrokerError> {
+        let now = Instant::now();
+        match command {
+            Command::Attach {
+                id,
+                options,
+                events,
+                reply,
+            } => {
+                let attached = self
+                    .dispatcher
+                    .attach(id, &options.consumer_name, options.priority, options.credits);
+                match attached {
+                    Ok(outputs) => {
+                        run.consumers.insert(id, events);
+                        self.consumer_count.store(run.consumers.len() as u64, Ordering::Relaxed);
+                        let _ = reply.send(Ok(Attached {
+                            consumer_name: options.consumer_name,
+                            kind: self.dispatcher.kind(),
+                            partitions: self.logs.len() as u32,
+                        }));
+                        self.apply(run, outputs)?;
+                    }
+                    Err(refusal) => {
+                        let error = match refusal {
+                            AttachRefusal::ExclusiveHeld { holder } => BrokerError::ExclusiveConsumerAttached {
+                                subscription: self.info.name.clone(),
+                                holder,
+                            },
+                            AttachRefusal::NameTaken { name } => BrokerError::ConsumerNameTaken {
+                                subscription: self.info.name.clone(),
+                                name,
+                            },
+                        };
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+            Command::Ack {
+                consumer,
+                handles,
+                cumulative,
+            } => {
+                let outcome = self
+                    .dispatcher
+                    .ack(consumer, handles.iter().map(String::as_str), cumulative);
+                if outcome.acked > 0 {
+                    run.acks_since_flush += outcome.acked;
+                    self.cursor_changed(run);
+                }
+                report(run, consumer, outcome.invalid, outcome.stale);
+            }
+            Command::Nack {
+                consumer,
+                handles,
+                delay,
+                reason,
+            } => {
+                let (outcome, outputs) =
+                    self.dispatcher
+                        .nack(consumer, handles.iter().map(String::as_str), delay, &reason, now);
+                report(run, consumer, outcome.invalid, outcome.stale);
+                self.apply(run, outputs)?;
+            }
+            Command::Extend {
+                consumer,
+                handles,
+                extension,
+            } => {
+                let outcome = self
+                    .dispatcher
+                    .extend(consumer, handles.iter().map(String::as_str), extension, now);
+                report(run, consumer, outcome.invalid, outcome.stale);
+            }
+            Command::Credit { consumer, credits } => self.dispatcher.credit(consumer, credits),
+            Command::Seek { position, reply } => {
+                let result = self.seek(run, &position).await;
+                let _ = reply.send(result);
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.stats(run));
+            }
+        }
+        Ok(())
+    }
+
+    async fn seek(&mut self, run: &mut Running, position: &Position) -> Result<(), BrokerError> {
+        let mut cursors = Vec::with_capacity(self.logs.len());
+        for (partition, log) in self.logs.iter().enumerate() {
+            if let Position::Offsets(offsets) = position
+                && let Some(&offset) = offsets.get(&(partition as u32))
+            {
+                let next = log.stats().next_offset;
+                if offset > next {
+                    return Err(BrokerError::SeekPastEnd {
+                        partition: partition as u32,
+                        offset,
+                        next_offset: next,
+                    });
+                }
+            }
+            let start = position
+                .resolve(log.as_ref(), partition as u32)
+                .map_err(|e| self.storage_error(partition as u32, e))?;
+            cursors.push(AckSet::starting_at(start));
+        }
+        run.read_pos = cursors.iter().map(AckSet::mark_delete).collect();
+        run.cache.clear();
+        self.dispatcher.seek(cursors);
+        run.dirty = true;
+        self.flush(run).await;
+        tracing::info!(topic = %self.info.topic, subscription = %self.info.name, ?position, "subscription seeked");
+        Ok(())
+    }
+
+    fn stats(&self, run: &Running) -> SubscriptionStats {
+        let mut backlog = 0;
+        for (partition, cursor) in self.dispatcher.cursors().iter().enumerate() {
+            let end = *run.ends[partition].borrow();
+            let mark = cursor.mark_delete();
+            if end > mark {
+                backlog += end - mark - cursor.count_in(mark, end);
+            }
+        }
+        let counters = self.dispatcher.counters();
+        SubscriptionStats {
+            backlog,
+            unacked: self.dispatcher.unacked(),
+            delivered: counters.delivered,
+            redelivered: counters.redelivered,
+            acked: counters.acked,
+            nacked: counters.nacked,
+            dead_lettered: counters.dead_lettered,
+            consumers: self
+                .dispatcher
+                .consumers()
+                .into_iter()
+                .map(|c| ConsumerStats {
+                    name: c.name,
+                    outstanding: c.outstanding,
+                    credits: c.credits,
+                    active: c.active,
+                })
+                .collect(),
+        }
+    }
+
+    fn cursor_changed(&self, run: &mut Running) {
+        run.dirty = true;
+        if run.flush_due.is_none() {
+            run.flush_due = Some(Instant::now() + self.ctx.cursor_flush_interval);
+        }
+    }
+
+    /// Persists the cursor if it changed. A failed write is logged and kept
+    /// dirty: acks stay in memory and the next flush tries again.
+    async fn flush(&self, run: &mut Running) {
+        run.flush_due = None;
+        if !run.dirty {
+            return;
+        }
+        let record = CursorRecord {
+            partitions: self.dispatcher.cursors().to_vec(),
+        };
+        let bytes = serde_json::to_vec(&record).expect("cursors always serialize");
+        let storage = self.storage.clone();
+        let (topic, name) = (self.info.topic.clone(), self.info.name.clone());
+        let written = tokio::task::spawn_blocking(move || storage.write_cursor(&topic, &name, &bytes)).await;
+        match written {
+            Ok(Ok(())) => {
+                run.dirty = false;
+                run.acks_since_flush = 0;
+                for (mark, cursor) in self.marks.iter().zip(self.dispatcher.cursors()) {
+                    mark.store(cursor.mark_delete(), Ordering::Relaxed);
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::error!(topic = %self.info.topic, subscription = %self.info.name, %error, "cursor flush failed; retrying");
+                run.flush_due = Some(Instant::now() + self.ctx.cursor_flush_interval);
+            }
+            Err(join) => tracing::error!(%join, "cursor flush task failed"),
+        }
+    }
+
+    fn storage_error(&self, partition: u32, source: StorageError) -> BrokerError {
+        if matches!(source, StorageError::Closed) {
+            return BrokerError::TopicNotFound {
+                topic: self.info.topic.clone(),
+                hint: " (it was deleted)",
+            };
+        }
+        BrokerError::Storage {
+            topic: self.info.topic.clone(),
+            partition,
+            source: Arc::new(source),
+        }
+    }
+}
+
+fn send(run: &mut Running, consumer: u64, event: ConsumerEvent) {
+    if let Some(tx) = run.consumers.get(&consumer) {
+        // A consumer whose stream is gone is detached through its handle's drop.
+        let _ = tx.send(event);
+    }
+}
+
+fn report(run: &mut Running, consumer: u64, invalid: Vec<String>, stale: Vec<String>) {
+    if !invalid.is_empty() || !stale.is_empty() {
+        send(run, consumer, ConsumerEvent::AckResult { invalid, stale });
+    }
+}
+
+/// The ordering key hash of a stored envelope, if it has a key.
+fn event_key(payload: &Bytes) -> Option<u64> {
+    let event = Event::decode(payload.clone()).ok()?;
+    (!event.key.is_empty()).then(|| hash64(&event.key))
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Errors are not Clone (they hold sources); consumers get a copy that
+/// keeps the message and the mapping.
+fn clone_error(error: &BrokerError) -> BrokerError {
+    match error {
+        BrokerError::ShuttingDown => BrokerError::ShuttingDown,
+        BrokerError::SubscriptionClosed => BrokerError::SubscriptionClosed,
+        BrokerError::TopicNotFound { topic, hint } => BrokerError::TopicNotFound {
+            topic: topic.clone(),
+            hint,
+        },
+        other => BrokerError::SubscriptionFailed {
+            reason: other.to_string(),
+        },
+    }
+}
