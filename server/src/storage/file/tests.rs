@@ -477,3 +477,41 @@ fn subscriptions_dir_does_not_disturb_topics_or_partitions() {
     s.open_partition("t", 0, config(clock)).unwrap();
     assert_eq!(s.list_subscriptions("t").unwrap().len(), 2);
 }
+
+#[test]
+fn concurrent_cursor_writes_leave_one_whole_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_subscriptions(dir.path());
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let s = &s;
+            scope.spawn(move || {
+                for i in 0..10 {
+                    let cursor = format!("writer-{t}-{i}-{}", "c".repeat(t * 100));
+                    s.write_cursor("t", "a", cursor.as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    let cursor = s.list_subscriptions("t").unwrap()[0]
+        .cursor
+        .clone()
+        .unwrap();
+    // Exactly one of the written cursors, whole.
+    let text = std::str::from_utf8(&cursor).unwrap();
+    let written: Vec<String> = (0..4)
+        .flat_map(|t| (0..10).map(move |i| format!("writer-{t}-{i}-{}", "c".repeat(t * 100))))
+        .collect();
+    assert!(written.iter().any(|w| w == text), "{text}");
+    let leftovers = std::fs::read_dir(subscriptions_dir(dir.path(), "t"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tmp")
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+}
