@@ -4,8 +4,9 @@
 //! semantics: it stores records (an id used for producer dedup, a timestamp it
 //! assigns, and opaque payload bytes), hands out offsets, reads ranges back,
 //! and recovers after a crash. It also keeps each subscription's metadata and
-//! cursor as opaque blobs the broker serializes, each replaced atomically. Two implementations sit behind the same traits, so the same
-//! test suite runs against both:
+//! cursor as opaque blobs the broker serializes, each replaced atomically.
+//! Two implementations sit behind the same traits, so the same test suite
+//! runs against both:
 //! - [`file::FileStorage`]: segmented files with CRC-checked record batches,
 //!   sparse offset and time indexes, group-commit fsync, crash recovery.
 //! - [`memory::MemoryStorage`]: the same semantics in memory, for tests and
@@ -207,9 +208,7 @@ impl StorageError {
             _ => StorageError::Io { context, source },
         }
     }
-}
 
-impl StorageError {
     /// A [`StorageError::Io`] of kind `NotFound`: `what` (a topic, a
     /// subscription) does not exist.
     pub fn not_found(context: impl Into<String>, what: impl Into<String>) -> Self {
