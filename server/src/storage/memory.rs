@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::dedup::DedupWindow;
 use super::{
     Appended, LogConfig, NewRecord, PartitionLog, PartitionStats, Result, Retention,
-    RetentionReport, Storage, StorageError, StoredRecord, StoredTopic,
+    RetentionReport, Storage, StorageError, StoredRecord, StoredSubscription, StoredTopic,
 };
 
 /// Records kept per memory "segment", so retention deletes whole chunks as
@@ -21,7 +21,7 @@ const RECORDS_PER_CHUNK: usize = 4096;
 /// Topics and partitions held in memory.
 #[derive(Default)]
 pub struct MemoryStorage {
-    /// topic -> (metadata, partitions opened so far)
+    /// topic -> (metadata, partitions opened so far, subscriptions)
     topics: Mutex<BTreeMap<String, MemoryTopic>>,
 }
 
@@ -29,6 +29,13 @@ pub struct MemoryStorage {
 struct MemoryTopic {
     meta: Bytes,
     partitions: BTreeMap<u32, Arc<MemoryLog>>,
+    /// name -> subscription, kept sorted by name.
+    subscriptions: BTreeMap<String, MemorySubscription>,
+}
+
+struct MemorySubscription {
+    meta: Bytes,
+    cursor: Option<Bytes>,
 }
 
 impl MemoryStorage {
@@ -77,6 +84,59 @@ impl Storage for MemoryStorage {
             for log in t.partitions.values() {
                 log.state.lock().closed = true;
             }
+        }
+        Ok(())
+    }
+
+    fn list_subscriptions(&self, topic: &str) -> Result<Vec<StoredSubscription>> {
+        let topics = self.topics.lock();
+        let Some(t) = topics.get(topic) else {
+            return Ok(Vec::new());
+        };
+        Ok(t.subscriptions
+            .iter()
+            .map(|(name, sub)| StoredSubscription {
+                name: name.clone(),
+                meta: sub.meta.clone(),
+                cursor: sub.cursor.clone(),
+            })
+            .collect())
+    }
+
+    fn write_subscription_meta(&self, topic: &str, subscription: &str, meta: &[u8]) -> Result<()> {
+        let mut topics = self.topics.lock();
+        let Some(t) = topics.get_mut(topic) else {
+            return Err(StorageError::not_found(
+                format!("writing metadata of subscription {subscription} of topic {topic}"),
+                format!("topic {topic} does not exist"),
+            ));
+        };
+        let meta = Bytes::copy_from_slice(meta);
+        t.subscriptions
+            .entry(subscription.to_owned())
+            .and_modify(|sub| sub.meta = meta.clone())
+            .or_insert(MemorySubscription { meta, cursor: None });
+        Ok(())
+    }
+
+    fn write_cursor(&self, topic: &str, subscription: &str, cursor: &[u8]) -> Result<()> {
+        let mut topics = self.topics.lock();
+        let Some(sub) = topics
+            .get_mut(topic)
+            .and_then(|t| t.subscriptions.get_mut(subscription))
+        else {
+            return Err(StorageError::not_found(
+                format!("writing the cursor of subscription {subscription} of topic {topic}"),
+                format!("subscription {subscription} of topic {topic} does not exist"),
+            ));
+        };
+        sub.cursor = Some(Bytes::copy_from_slice(cursor));
+        Ok(())
+    }
+
+    fn delete_subscription(&self, topic: &str, subscription: &str) -> Result<()> {
+        if let Some(t) = self.topics.lock().get_mut(topic) {
+            t.subscriptions.remove(subscription);
         }
         Ok(())
     }

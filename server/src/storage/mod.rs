@@ -1,10 +1,12 @@
 //! Durable, partitioned append-only logs of opaque records.
 //!
-//! This layer knows nothing of gRPC, event envelopes or subscriptions: it
-//! stores records (an id used for producer dedup, a timestamp it assigns, and
-//! opaque payload bytes), hands out offsets, reads ranges back, and recovers
-//! after a crash. Two implementations sit behind the same traits, so the same
-//! test suite runs against both:
+//! This layer knows nothing of gRPC, event envelopes or subscription
+//! semantics: it stores records (an id used for producer dedup, a timestamp it
+//! assigns, and opaque payload bytes), hands out offsets, reads ranges back,
+//! and recovers after a crash. It also keeps each subscription's metadata and
+//! cursor as opaque blobs the broker serializes, each replaced atomically.
+//! Two implementations sit behind the same traits, so the same test suite
+//! runs against both:
 //! - [`file::FileStorage`]: segmented files with CRC-checked record batches,
 //!   sparse offset and time indexes, group-commit fsync, crash recovery.
 //! - [`memory::MemoryStorage`]: the same semantics in memory, for tests and
@@ -206,6 +208,20 @@ impl StorageError {
             _ => StorageError::Io { context, source },
         }
     }
+
+    /// A [`StorageError::Io`] of kind `NotFound`: `what` (a topic, a
+    /// subscription) does not exist.
+    pub fn not_found(context: impl Into<String>, what: impl Into<String>) -> Self {
+        StorageError::Io {
+            context: context.into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, what.into()),
+        }
+    }
+
+    /// True for an I/O error of kind `NotFound` (see [`StorageError::not_found`]).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -259,10 +275,22 @@ pub struct StoredTopic {
     pub meta: Bytes,
 }
 
-/// A set of topics, each a directory of partition logs plus a metadata blob.
+/// A subscription as found in storage at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSubscription {
+    /// Subscription name (also its file name stem).
+    pub name: String,
+    /// The broker's serialized subscription metadata, opaque here.
+    pub meta: Bytes,
+    /// The last cursor written, if any.
+    pub cursor: Option<Bytes>,
+}
+
+/// A set of topics, each a directory of partition logs plus a metadata blob,
+/// and the subscriptions of each topic (a metadata blob and a cursor blob).
 ///
-/// Topic names reaching this layer are already validated by the broker:
-/// `[A-Za-z0-9._-]`, 1 to 249 characters, not `.` or `..`.
+/// Topic and subscription names reaching this layer are already validated by
+/// the broker: `[A-Za-z0-9._-]`, 1 to 249 characters, not `.` or `..`.
 pub trait Storage: Send + Sync + 'static {
     /// Topics created earlier, with their metadata.
     fn list_topics(&self) -> Result<Vec<StoredTopic>>;
@@ -279,7 +307,27 @@ pub trait Storage: Send + Sync + 'static {
         config: LogConfig,
     ) -> Result<Arc<dyn PartitionLog>>;
 
-    /// Removes a topic's metadata and every partition. Open handles of its
-    /// partitions must not be used afterwards.
+    /// Removes a topic's metadata, every partition and every subscription.
+    /// Open handles of its partitions must not be used afterwards.
     fn delete_topic(&self, topic: &str) -> Result<()>;
+
+    /// Subscriptions of `topic` created earlier, with metadata and last
+    /// cursor, sorted by name. Empty for a topic without any (or unknown).
+    fn list_subscriptions(&self, topic: &str) -> Result<Vec<StoredSubscription>>;
+
+    /// Creates or replaces a subscription's metadata atomically (durable on
+    /// return); its cursor, if any, is kept. The topic must exist (its
+    /// metadata written); otherwise this fails with a `NotFound` I/O error.
+    fn write_subscription_meta(&self, topic: &str, subscription: &str, meta: &[u8]) -> Result<()>;
+
+    /// Replaces a subscription's cursor atomically (durable on return): after
+    /// a crash the previous or the new cursor is found whole, never a mix.
+    /// The subscription's metadata must have been written first; otherwise
+    /// this fails with a `NotFound` I/O error (so a flush racing a delete
+    /// cannot resurrect a cursor).
+    fn write_cursor(&self, topic: &str, subscription: &str, cursor: &[u8]) -> Result<()>;
+
+    /// Removes a subscription's metadata and cursor. Deleting a missing one
+    /// (or one of a missing topic) is not an error.
+    fn delete_subscription(&self, topic: &str, subscription: &str) -> Result<()>;
 }

@@ -10,7 +10,9 @@ use bytes::Bytes;
 
 use super::file::FileStorage;
 use super::memory::MemoryStorage;
-use super::{Clock, LogConfig, NewRecord, PartitionLog, Retention, Storage, StorageError};
+use super::{
+    Clock, LogConfig, NewRecord, PartitionLog, Retention, Storage, StorageError, StoredSubscription,
+};
 
 /// A storage under test, plus whatever keeps it alive (its temp dir).
 pub struct Harness {
@@ -392,6 +394,119 @@ macro_rules! storage_suite {
                     log.append(batch(1, 1)).await,
                     Err(StorageError::Closed)
                 ));
+            }
+
+            #[test]
+            fn subscriptions_list_write_replace_and_delete() {
+                let h = $make();
+                let s = &h.storage;
+                s.write_topic_meta("t", b"topic-t").unwrap();
+                s.write_topic_meta("u", b"topic-u").unwrap();
+                assert!(s.list_subscriptions("t").unwrap().is_empty());
+                s.write_subscription_meta("t", "zeta", b"meta-z").unwrap();
+                s.write_subscription_meta("t", "alpha", b"meta-a").unwrap();
+                s.write_subscription_meta("t", "mid.dle-1_x", b"meta-m")
+                    .unwrap();
+                s.write_cursor("t", "alpha", b"cursor-1").unwrap();
+                let subs = s.list_subscriptions("t").unwrap();
+                let names: Vec<_> = subs.iter().map(|s| s.name.as_str()).collect();
+                assert_eq!(names, ["alpha", "mid.dle-1_x", "zeta"]);
+                assert_eq!(
+                    subs[0],
+                    StoredSubscription {
+                        name: "alpha".into(),
+                        meta: Bytes::from("meta-a"),
+                        cursor: Some(Bytes::from("cursor-1")),
+                    }
+                );
+                assert_eq!(subs[2].meta, Bytes::from("meta-z"));
+                assert_eq!(subs[2].cursor, None);
+                // Other topics see none of them.
+                assert!(s.list_subscriptions("u").unwrap().is_empty());
+
+                // Replacing metadata keeps the cursor.
+                s.write_subscription_meta("t", "alpha", b"meta-a2").unwrap();
+                let alpha = &s.list_subscriptions("t").unwrap()[0];
+                assert_eq!(alpha.meta, Bytes::from("meta-a2"));
+                assert_eq!(alpha.cursor, Some(Bytes::from("cursor-1")));
+
+                s.delete_subscription("t", "alpha").unwrap();
+                let names: Vec<_> = s
+                    .list_subscriptions("t")
+                    .unwrap()
+                    .into_iter()
+                    .map(|s| s.name)
+                    .collect();
+                assert_eq!(names, ["mid.dle-1_x", "zeta"]);
+                // Deleting again, or in a missing topic, is not an error.
+                s.delete_subscription("t", "alpha").unwrap();
+                s.delete_subscription("nope", "alpha").unwrap();
+                // A subscription created again under the name starts without
+                // the old cursor.
+                s.write_subscription_meta("t", "alpha", b"meta-a3").unwrap();
+                let alpha = &s.list_subscriptions("t").unwrap()[0];
+                assert_eq!(alpha.meta, Bytes::from("meta-a3"));
+                assert_eq!(alpha.cursor, None);
+            }
+
+            #[test]
+            fn cursor_is_replaced_whole() {
+                let h = $make();
+                let s = &h.storage;
+                s.write_topic_meta("t", b"topic").unwrap();
+                s.write_subscription_meta("t", "sub", b"meta").unwrap();
+                let long = vec![7u8; 10_000];
+                s.write_cursor("t", "sub", &long).unwrap();
+                assert_eq!(
+                    s.list_subscriptions("t").unwrap()[0].cursor,
+                    Some(Bytes::from(long))
+                );
+                // A shorter cursor leaves nothing of the longer one behind.
+                s.write_cursor("t", "sub", b"short").unwrap();
+                assert_eq!(
+                    s.list_subscriptions("t").unwrap()[0].cursor,
+                    Some(Bytes::from("short"))
+                );
+                s.write_cursor("t", "sub", b"").unwrap();
+                assert_eq!(
+                    s.list_subscriptions("t").unwrap()[0].cursor,
+                    Some(Bytes::new())
+                );
+            }
+
+            #[test]
+            fn subscriptions_need_their_topic_and_metadata() {
+                let h = $make();
+                let s = &h.storage;
+                assert!(s.list_subscriptions("nope").unwrap().is_empty());
+                let err = s.write_subscription_meta("nope", "sub", b"m").unwrap_err();
+                assert!(err.is_not_found(), "{err}");
+                s.write_topic_meta("t", b"topic").unwrap();
+                let err = s.write_cursor("t", "sub", b"c").unwrap_err();
+                assert!(err.is_not_found(), "{err}");
+                s.write_subscription_meta("t", "sub", b"m").unwrap();
+                s.delete_subscription("t", "sub").unwrap();
+                let err = s.write_cursor("t", "sub", b"c").unwrap_err();
+                assert!(err.is_not_found(), "{err}");
+                assert!(s.list_subscriptions("t").unwrap().is_empty());
+            }
+
+            #[test]
+            fn delete_topic_removes_its_subscriptions() {
+                let h = $make();
+                let s = &h.storage;
+                s.write_topic_meta("t", b"topic").unwrap();
+                s.write_subscription_meta("t", "sub", b"meta").unwrap();
+                s.write_cursor("t", "sub", b"cursor").unwrap();
+                s.delete_topic("t").unwrap();
+                assert!(s.list_subscriptions("t").unwrap().is_empty());
+                assert!(
+                    s.write_cursor("t", "sub", b"late")
+                        .unwrap_err()
+                        .is_not_found()
+                );
+                s.write_topic_meta("t", b"topic again").unwrap();
+                assert!(s.list_subscriptions("t").unwrap().is_empty());
             }
         }
     };

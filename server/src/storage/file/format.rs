@@ -13,7 +13,7 @@ use crate::storage::StoredRecord;
 /// the layout changes.
 pub const BATCH_MAGIC: u8 = 1;
 
-/// Format version of a topic metadata file.
+/// Format version of a metadata file (topic meta, subscription meta, cursor).
 pub const META_MAGIC: u8 = 1;
 
 // A record batch: the records stored by one `append` call.
@@ -57,7 +57,8 @@ pub const INDEX_ENTRY_LEN: usize = 8;
 /// Bytes of one time index entry.
 pub const TIME_ENTRY_LEN: usize = 12;
 
-// Topic metadata (`meta.bin`), replaced atomically:
+// Metadata files, replaced atomically: a topic's `meta.bin`, and a
+// subscription's `<name>.meta` and `<name>.cursor`:
 //
 // { magic: u8 | crc32c: u32 | meta_len: u32 | meta bytes }
 //
@@ -386,7 +387,8 @@ pub fn decode_time_index(buf: &[u8]) -> Result<Vec<TimeEntry>, FormatError> {
     Ok(out)
 }
 
-/// Encodes a topic metadata file.
+/// Encodes a metadata file (a topic's `meta.bin`, a subscription's `.meta`
+/// or `.cursor`) holding the opaque `meta`.
 pub fn encode_meta(meta: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(META_HEADER_LEN + meta.len());
     out.put_u8(META_MAGIC);
@@ -398,7 +400,7 @@ pub fn encode_meta(meta: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Decodes a topic metadata file.
+/// Decodes a metadata file written by [`encode_meta`], checking its CRC.
 pub fn decode_meta(buf: &[u8]) -> Result<&[u8], FormatError> {
     let mut c = Cursor { rest: buf };
     let magic = c.u8()?;

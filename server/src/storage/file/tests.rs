@@ -339,3 +339,179 @@ async fn disk_full_keeps_acknowledged_records_and_recovers() {
     }
     assert_eq!(log.stats().next_offset, acked);
 }
+
+fn subscriptions_dir(data: &Path, topic: &str) -> PathBuf {
+    data.join("topics").join(topic).join("subscriptions")
+}
+
+/// A data dir with topic `t` and subscriptions `a` (with a cursor) and `b`.
+fn with_subscriptions(data: &Path) -> FileStorage {
+    let s = FileStorage::open(data).unwrap();
+    s.write_topic_meta("t", b"topic").unwrap();
+    s.write_subscription_meta("t", "a", b"meta-a").unwrap();
+    s.write_subscription_meta("t", "b", b"meta-b").unwrap();
+    s.write_cursor("t", "a", b"cursor-a1").unwrap();
+    s.write_cursor("t", "a", b"cursor-a2").unwrap();
+    s
+}
+
+#[test]
+fn subscriptions_survive_restart_with_last_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(with_subscriptions(dir.path()));
+    let s = FileStorage::open(dir.path()).unwrap();
+    let subs = s.list_subscriptions("t").unwrap();
+    assert_eq!(subs.len(), 2);
+    assert_eq!(subs[0].name, "a");
+    assert_eq!(subs[0].meta, Bytes::from("meta-a"));
+    assert_eq!(subs[0].cursor, Some(Bytes::from("cursor-a2")));
+    assert_eq!(subs[1].name, "b");
+    assert_eq!(subs[1].cursor, None);
+    let mut names: Vec<_> = std::fs::read_dir(subscriptions_dir(dir.path(), "t"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.cursor", "a.meta", "b.meta"]);
+}
+
+#[test]
+fn corrupt_cursor_is_reported_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(with_subscriptions(dir.path()));
+    let path = subscriptions_dir(dir.path(), "t").join("a.cursor");
+    let len = std::fs::metadata(&path).unwrap().len();
+    flip_byte(&path, len - 1);
+    let s = FileStorage::open(dir.path()).unwrap();
+    match s.list_subscriptions("t") {
+        Err(StorageError::Corrupt { path: p, .. }) => assert_eq!(p, path.display().to_string()),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // A torn (truncated) file is caught too.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    match s.list_subscriptions("t") {
+        Err(StorageError::Corrupt { path: p, .. }) => assert!(p.ends_with("a.cursor"), "{p}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Writing a new cursor replaces the damaged file.
+    s.write_cursor("t", "a", b"cursor-a3").unwrap();
+    let subs = s.list_subscriptions("t").unwrap();
+    assert_eq!(subs[0].cursor, Some(Bytes::from("cursor-a3")));
+}
+
+#[test]
+fn corrupt_subscription_meta_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(with_subscriptions(dir.path()));
+    let path = subscriptions_dir(dir.path(), "t").join("b.meta");
+    flip_byte(&path, 2);
+    let s = FileStorage::open(dir.path()).unwrap();
+    match s.list_subscriptions("t") {
+        Err(StorageError::Corrupt { path: p, .. }) => assert!(p.ends_with("b.meta"), "{p}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn leftover_tmp_files_are_ignored_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(with_subscriptions(dir.path()));
+    let subs_dir = subscriptions_dir(dir.path(), "t");
+    // An interrupted cursor replace of `a` and an interrupted create of `c`.
+    std::fs::write(subs_dir.join("a.cursor.17.tmp"), b"half a curs").unwrap();
+    std::fs::write(subs_dir.join("c.meta.3.tmp"), b"").unwrap();
+    let s = FileStorage::open(dir.path()).unwrap();
+    let subs = s.list_subscriptions("t").unwrap();
+    let names: Vec<_> = subs.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(subs[0].cursor, Some(Bytes::from("cursor-a2")));
+    assert!(!subs_dir.join("a.cursor.17.tmp").exists());
+    assert!(!subs_dir.join("c.meta.3.tmp").exists());
+}
+
+#[test]
+fn cursor_without_meta_is_skipped_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(with_subscriptions(dir.path()));
+    let subs_dir = subscriptions_dir(dir.path(), "t");
+    // A delete interrupted between removing `a.meta` and `a.cursor`.
+    std::fs::remove_file(subs_dir.join("a.meta")).unwrap();
+    let s = FileStorage::open(dir.path()).unwrap();
+    let names: Vec<_> = s
+        .list_subscriptions("t")
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["b"]);
+    assert!(!subs_dir.join("a.cursor").exists());
+    // Created again, `a` does not inherit the old cursor.
+    s.write_subscription_meta("t", "a", b"meta-new").unwrap();
+    assert_eq!(s.list_subscriptions("t").unwrap()[0].cursor, None);
+}
+
+#[test]
+fn delete_topic_removes_subscription_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_subscriptions(dir.path());
+    s.delete_topic("t").unwrap();
+    assert!(!dir.path().join("topics").join("t").exists());
+    drop(s);
+    let s = FileStorage::open(dir.path()).unwrap();
+    assert!(s.list_topics().unwrap().is_empty());
+    assert!(s.list_subscriptions("t").unwrap().is_empty());
+}
+
+#[test]
+fn subscriptions_dir_does_not_disturb_topics_or_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_subscriptions(dir.path());
+    let (_, clock) = manual_clock(1_000);
+    s.open_partition("t", 0, config(clock.clone())).unwrap();
+    drop(s);
+    let s = FileStorage::open(dir.path()).unwrap();
+    let topics = s.list_topics().unwrap();
+    assert_eq!(topics.len(), 1);
+    assert_eq!(topics[0].meta, Bytes::from("topic"));
+    s.open_partition("t", 0, config(clock)).unwrap();
+    assert_eq!(s.list_subscriptions("t").unwrap().len(), 2);
+}
+
+#[test]
+fn concurrent_cursor_writes_leave_one_whole_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_subscriptions(dir.path());
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let s = &s;
+            scope.spawn(move || {
+                for i in 0..10 {
+                    let cursor = format!("writer-{t}-{i}-{}", "c".repeat(t * 100));
+                    s.write_cursor("t", "a", cursor.as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    let cursor = s.list_subscriptions("t").unwrap()[0]
+        .cursor
+        .clone()
+        .unwrap();
+    // Exactly one of the written cursors, whole.
+    let text = std::str::from_utf8(&cursor).unwrap();
+    let written: Vec<String> = (0..4)
+        .flat_map(|t| (0..10).map(move |i| format!("writer-{t}-{i}-{}", "c".repeat(t * 100))))
+        .collect();
+    assert!(written.iter().any(|w| w == text), "{text}");
+    let leftovers = std::fs::read_dir(subscriptions_dir(dir.path(), "t"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tmp")
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+}
