@@ -59,6 +59,57 @@ pub enum BrokerError {
     #[error("the broker is shutting down; retry after it restarts")]
     ShuttingDown,
 
+    #[error(
+        "invalid subscription name {name:?}: {reason}; use 1-249 characters of letters, digits, '.', '_' or '-'"
+    )]
+    InvalidSubscriptionName { name: String, reason: &'static str },
+
+    #[error("subscription {subscription:?} does not exist on topic {topic:?}")]
+    SubscriptionNotFound { topic: String, subscription: String },
+
+    #[error("subscription {subscription:?} already exists on topic {topic:?}")]
+    SubscriptionAlreadyExists { topic: String, subscription: String },
+
+    #[error(
+        "subscription {subscription:?} is {existing}, not {requested}; attach with type {existing} or use another subscription name"
+    )]
+    SubscriptionTypeMismatch {
+        subscription: String,
+        existing: String,
+        requested: String,
+    },
+
+    #[error(
+        "exclusive subscription {subscription:?} already has consumer {holder:?}; use a shared, failover or key_shared subscription for several consumers"
+    )]
+    ExclusiveConsumerAttached { subscription: String, holder: String },
+
+    #[error("subscription {subscription:?} already has a consumer named {name:?}; consumer names must be unique")]
+    ConsumerNameTaken { subscription: String, name: String },
+
+    #[error(
+        "subscription {subscription:?} has {consumers} connected consumer(s); disconnect them first or delete with force"
+    )]
+    SubscriptionHasConsumers { subscription: String, consumers: u64 },
+
+    #[error(
+        "cannot seek partition {partition} to offset {offset}: it is past the end (next offset {next_offset})"
+    )]
+    SeekPastEnd {
+        partition: u32,
+        offset: u64,
+        next_offset: u64,
+    },
+
+    #[error("invalid subscription setting: {reason}")]
+    InvalidSubscriptionConfig { reason: String },
+
+    #[error("the subscription was closed (deleted, or its topic was deleted)")]
+    SubscriptionClosed,
+
+    #[error("the subscription stopped: {reason}")]
+    SubscriptionFailed { reason: String },
+
     #[error("storage of topic {topic:?} partition {partition} failed: {source}")]
     Storage {
         topic: String,

@@ -15,10 +15,11 @@ pub const MAX_PARTITIONS: u32 = 1024;
 /// Smallest segment size a topic may use.
 pub const MIN_SEGMENT_BYTES: u64 = 1024 * 1024;
 
-/// Checks a topic name: 1-249 characters of `[A-Za-z0-9._-]`, not `.`/`..`
-/// (names become directory names).
-pub fn validate_topic_name(name: &str) -> Result<()> {
-    let reason = if name.is_empty() {
+/// What is wrong with a topic or subscription name, if anything: names are
+/// 1-249 characters of `[A-Za-z0-9._-]`, not `.`/`..` (they become file
+/// and directory names).
+fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
         Some("it is empty")
     } else if name.len() > MAX_NAME_LEN {
         Some("it is longer than 249 characters")
@@ -31,9 +32,24 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
         Some("it contains a character other than letters, digits, '.', '_' or '-'")
     } else {
         None
-    };
-    match reason {
+    }
+}
+
+/// Checks a topic name (see [`name_problem`]).
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    match name_problem(name) {
         Some(reason) => Err(BrokerError::InvalidTopicName {
+            name: name.chars().take(300).collect(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks a subscription name (same rule as topics).
+pub fn validate_subscription_name(name: &str) -> Result<()> {
+    match name_problem(name) {
+        Some(reason) => Err(BrokerError::InvalidSubscriptionName {
             name: name.chars().take(300).collect(),
             reason,
         }),

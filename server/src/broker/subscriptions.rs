@@ -1,0 +1,377 @@
+//! The broker's side of subscriptions: creating, finding, attaching to,
+//! seeking and deleting them, and starting their tasks at open.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::subscription::dispatch::Dispatcher;
+use super::subscription::{
+    AckSet, AttachOptions, Command, Consumer, CursorRecord, MAX_ACK_DEADLINE, SubscriptionHandle, SubscriptionInfo,
+    SubscriptionMeta, SubscriptionSettings, SubscriptionSpec, SubscriptionStats, SubscriptionTask,
+};
+use super::topic::{validate_subscription_name, validate_topic_name};
+use super::{Broker, BrokerError, Position, Result, Topic};
+use crate::storage::system_clock;
+
+/// Default time to ack a delivery.
+pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(30);
+/// Shortest accepted ack deadline.
+pub const MIN_ACK_DEADLINE: Duration = Duration::from_millis(10);
+
+impl Broker {
+    /// Creates a subscription on an existing topic.
+    pub fn create_subscription(&self, topic: &str, name: &str, spec: &SubscriptionSpec) -> Result<SubscriptionInfo> {
+        validate_topic_name(topic)?;
+        validate_subscription_name(name)?;
+        let _admin = self.inner.admin.lock();
+        let handle = self.topic(topic)?;
+        if handle.subscriptions.lock().contains_key(name) {
+            return Err(BrokerError::SubscriptionAlreadyExists {
+                topic: topic.to_owned(),
+                subscription: name.to_owned(),
+            });
+        }
+        Ok(self.create_subscription_locked(topic, &handle, name, spec)?.info.clone())
+    }
+
+    /// A subscription's settings.
+    pub fn get_subscription(&self, topic: &str, name: &str) -> Result<SubscriptionInfo> {
+        Ok(self.subscription(topic, name)?.info.clone())
+    }
+
+    /// The subscriptions of a topic, by name.
+    pub fn list_subscriptions(&self, topic: &str) -> Result<Vec<SubscriptionInfo>> {
+        validate_topic_name(topic)?;
+        let handle = self.topic(topic)?;
+        let subscriptions = handle.subscriptions.lock();
+        Ok(subscriptions.values().map(|s| s.info.clone()).collect())
+    }
+
+    /// Deletes a subscription and its cursor. With consumers attached this
+    /// is refused unless `force`, which disconnects them.
+    pub async fn delete_subscription(&self, topic: &str, name: &str, force: bool) -> Result<()> {
+        let handle = self.subscription(topic, name)?;
+        let consumers = handle.consumers.load(Ordering::Relaxed);
+        if consumers > 0 && !force {
+            return Err(BrokerError::SubscriptionHasConsumers {
+                subscription: name.to_owned(),
+                consumers,
+            });
+        }
+        {
+            let _admin = self.inner.admin.lock();
+            if let Ok(t) = self.topic(topic) {
+                t.subscriptions.lock().remove(name);
+            }
+        }
+        stop_subscription(&handle).await;
+        self.inner
+            .storage
+            .delete_subscription(topic, name)
+            .map_err(|source| BrokerError::Metadata { source })?;
+        tracing::info!(topic, subscription = name, "subscription deleted");
+        Ok(())
+    }
+
+    /// Backlog, unacked, counters and consumers of a subscription.
+    pub async fn subscription_stats(&self, topic: &str, name: &str) -> Result<SubscriptionStats> {
+        let handle = self.subscription(topic, name)?;
+        let (reply, answer) = oneshot::channel();
+        handle
+            .commands
+            .send(Command::Stats { reply })
+            .await
+            .map_err(|_| BrokerError::SubscriptionClosed)?;
+        answer.await.map_err(|_| BrokerError::SubscriptionClosed)
+    }
+
+    /// Moves a subscription's cursor to `position`: everything before it
+    /// counts as acked, everything from it on is delivered (again).
+    pub async fn seek(&self, topic: &str, name: &str, position: Position) -> Result<()> {
+        let handle = self.subscription(topic, name)?;
+        let (reply, answer) = oneshot::channel();
+        handle
+            .commands
+            .send(Command::Seek { position, reply })
+            .await
+            .map_err(|_| BrokerError::SubscriptionClosed)?;
+        answer.await.map_err(|_| BrokerError::SubscriptionClosed)?
+    }
+
+    /// Attaches a consumer, creating the subscription from `spec` if it does
+    /// not exist (and the topic too, when auto-create is on).
+    pub async fn attach(
+        &self,
+        topic: &str,
+        name: &str,
+        spec: &SubscriptionSpec,
+        mut options: AttachOptions,
+    ) -> Result<Consumer> {
+        if self.is_closing() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        validate_topic_name(topic)?;
+        validate_subscription_name(name)?;
+        let handle = {
+            let topic_handle = self.topic_for_publish(topic)?;
+            let _admin = self.inner.admin.lock();
+            let existing = topic_handle.subscriptions.lock().get(name).cloned();
+            match existing {
+                Some(handle) => handle,
+                None => self.create_subscription_locked(topic, &topic_handle, name, spec)?,
+            }
+        };
+        if handle.info.settings.kind != spec.kind {
+            return Err(BrokerError::SubscriptionTypeMismatch {
+                subscription: name.to_owned(),
+                existing: handle.info.settings.kind.to_string(),
+                requested: spec.kind.to_string(),
+            });
+        }
+        let id = self.inner.next_consumer_id.fetch_add(1, Ordering::Relaxed);
+        if options.consumer_name.is_empty() {
+            options.consumer_name = format!("consumer-{id}");
+        }
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (reply, answer) = oneshot::channel();
+        handle
+            .commands
+            .send(Command::Attach {
+                id,
+                options,
+                events: events_tx,
+                reply,
+            })
+            .await
+            .map_err(|_| BrokerError::SubscriptionClosed)?;
+        let attached = answer.await.map_err(|_| BrokerError::SubscriptionClosed)??;
+        Ok(Consumer::new(
+            id,
+            events,
+            handle.commands.clone(),
+            handle.detaches.clone(),
+            attached,
+        ))
+    }
+
+    fn subscription(&self, topic: &str, name: &str) -> Result<Arc<SubscriptionHandle>> {
+        validate_topic_name(topic)?;
+        validate_subscription_name(name)?;
+        let handle = self.topic(topic)?;
+        let found = handle.subscriptions.lock().get(name).cloned();
+        found.ok_or_else(|| BrokerError::SubscriptionNotFound {
+            topic: topic.to_owned(),
+            subscription: name.to_owned(),
+        })
+    }
+
+    /// Persists and starts a new subscription. Caller holds `admin`.
+    fn create_subscription_locked(
+        &self,
+        topic: &str,
+        handle: &Arc<Topic>,
+        name: &str,
+        spec: &SubscriptionSpec,
+    ) -> Result<Arc<SubscriptionHandle>> {
+        let settings = self.subscription_settings(topic, name, spec)?;
+        if settings.redelivery.max_delivery_attempts > 0 {
+            self.ensure_topic_locked(&settings.dead_letter_topic)?;
+        }
+        let mut cursors = Vec::with_capacity(handle.partitions.len());
+        for (partition, p) in handle.partitions.iter().enumerate() {
+            let start = spec
+                .initial_position
+                .resolve(p.log.as_ref(), partition as u32)
+                .map_err(|source| BrokerError::Storage {
+                    topic: topic.to_owned(),
+                    partition: partition as u32,
+                    source: Arc::new(source),
+                })?;
+            cursors.push(AckSet::starting_at(start));
+        }
+        let meta = SubscriptionMeta {
+            version: 1,
+            name: name.to_owned(),
+            settings,
+            created_at_ms: (system_clock())(),
+        };
+        let storage = &self.inner.storage;
+        storage
+            .write_subscription_meta(topic, name, &serde_json::to_vec_pretty(&meta).expect("meta serializes"))
+            .and_then(|()| {
+                let cursor = CursorRecord {
+                    partitions: cursors.clone(),
+                };
+                storage.write_cursor(topic, name, &serde_json::to_vec(&cursor).expect("cursor serializes"))
+            })
+            .map_err(|source| BrokerError::Metadata { source })?;
+        tracing::info!(topic, subscription = name, kind = %meta.settings.kind, "subscription created");
+        Ok(self.start_subscription(topic, handle, meta, cursors))
+    }
+
+    /// Creates `name` with default settings if missing. Caller holds `admin`.
+    fn ensure_topic_locked(&self, name: &str) -> Result<()> {
+        if self.inner.topics.contains_key(name) {
+            return Ok(());
+        }
+        self.create_locked(name, self.inner.config.topic_defaults.clone())
+            .map(|_| ())
+    }
+
+    fn subscription_settings(&self, topic: &str, name: &str, spec: &SubscriptionSpec) -> Result<SubscriptionSettings> {
+        let invalid = |reason: String| Err(BrokerError::InvalidSubscriptionConfig { reason });
+        let ack_deadline = spec.ack_deadline.unwrap_or(DEFAULT_ACK_DEADLINE);
+        if !(MIN_ACK_DEADLINE..=MAX_ACK_DEADLINE).contains(&ack_deadline) {
+            return invalid(format!(
+                "ack_deadline is {ack_deadline:?}; use {MIN_ACK_DEADLINE:?} to {MAX_ACK_DEADLINE:?}"
+            ));
+        }
+        let r = &spec.redelivery;
+        if r.min_backoff > r.max_backoff {
+            return invalid(format!(
+                "min_backoff {:?} is above max_backoff {:?}",
+                r.min_backoff, r.max_backoff
+            ));
+        }
+        if !(1.0..=100.0).contains(&r.multiplier) {
+            return invalid(format!("multiplier is {}; use 1.0 to 100.0", r.multiplier));
+        }
+        let dead_letter_topic = spec
+            .dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| format!("{topic}.{name}.dlq"));
+        validate_topic_name(&dead_letter_topic).map_err(|e| BrokerError::InvalidSubscriptionConfig {
+            reason: format!("dead letter topic: {e}"),
+        })?;
+        if dead_letter_topic == topic {
+            return invalid("the dead letter topic must differ from the subscription's topic".into());
+        }
+        Ok(SubscriptionSettings {
+            kind: spec.kind,
+            ack_deadline,
+            redelivery: r.clone(),
+            dead_letter_topic,
+        })
+    }
+
+    /// Starts the subscriptions stored for a topic (at open).
+    pub(super) fn start_stored_subscriptions(&self, topic: &str, handle: &Arc<Topic>) -> Result<()> {
+        let stored = self
+            .inner
+            .storage
+            .list_subscriptions(topic)
+            .map_err(|source| BrokerError::Metadata { source })?;
+        for s in stored {
+            let meta: SubscriptionMeta = serde_json::from_slice(&s.meta).map_err(|e| BrokerError::InvalidConfig {
+                reason: format!("stored metadata of subscription {:?} on {topic:?} does not parse: {e}", s.name),
+            })?;
+            let partitions = handle.partitions.len();
+            let mut cursors = match &s.cursor {
+                Some(bytes) => serde_json::from_slice::<CursorRecord>(bytes)
+                    .map_err(|e| BrokerError::InvalidConfig {
+                        reason: format!("stored cursor of subscription {:?} on {topic:?} does not parse: {e}", s.name),
+                    })?
+                    .partitions,
+                None => Vec::new(),
+            };
+            cursors.resize_with(partitions, AckSet::default);
+            self.start_subscription(topic, handle, meta, cursors);
+        }
+        Ok(())
+    }
+
+    /// Spawns the task of a subscription and registers it on its topic.
+    fn start_subscription(
+        &self,
+        topic: &str,
+        handle: &Arc<Topic>,
+        meta: SubscriptionMeta,
+        cursors: Vec<AckSet>,
+    ) -> Arc<SubscriptionHandle> {
+        let info = SubscriptionInfo {
+            topic: topic.to_owned(),
+            name: meta.name.clone(),
+            settings: meta.settings.clone(),
+            created_at_ms: meta.created_at_ms,
+        };
+        let (commands_tx, commands) = mpsc::channel(1024);
+        let (detaches_tx, detaches) = mpsc::unbounded_channel();
+        let marks = Arc::new(cursors.iter().map(|c| AtomicU64::new(c.mark_delete())).collect::<Vec<_>>());
+        let consumers = Arc::new(AtomicU64::new(0));
+        let stop = self.inner.cancel.child_token();
+        let deleting = Arc::new(AtomicBool::new(false));
+        let (done_tx, done) = oneshot::channel();
+        let ctx = self.inner.config.subscription_tasks.clone();
+        let dispatcher = Dispatcher::new(
+            meta.settings.kind,
+            meta.settings.redelivery.clone(),
+            meta.settings.ack_deadline,
+            ctx.max_unacked_per_consumer,
+            cursors,
+        );
+        let task = SubscriptionTask {
+            info: info.clone(),
+            ctx,
+            dispatcher,
+            logs: handle.partitions.iter().map(|p| p.log.clone()).collect(),
+            storage: self.inner.storage.clone(),
+            broker: self.clone(),
+            commands,
+            detaches,
+            marks: marks.clone(),
+            consumer_count: consumers.clone(),
+            stop: stop.clone(),
+            deleting: deleting.clone(),
+            tasks: self.inner.tasks.clone(),
+        };
+        self.inner.tasks.spawn(async move {
+            task.run().await;
+            let _ = done_tx.send(());
+        });
+        let subscription = Arc::new(SubscriptionHandle {
+            info,
+            commands: commands_tx,
+            detaches: detaches_tx,
+            marks,
+            consumers,
+            stop,
+            deleting,
+            done: parking_lot::Mutex::new(Some(done)),
+        });
+        handle
+            .subscriptions
+            .lock()
+            .insert(meta.name, subscription.clone());
+        subscription
+    }
+}
+
+/// Stops a subscription's task without a final cursor write (it is being
+/// deleted) and waits for it to end.
+pub(super) async fn stop_subscription(handle: &SubscriptionHandle) {
+    handle.deleting.store(true, Ordering::Release);
+    handle.stop.cancel();
+    let done = handle.done.lock().take();
+    if let Some(done) = done {
+        let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
+    }
+}
+
+/// The lowest persisted mark-delete of any subscription on `partition`:
+/// retention keeps every segment at or after it.
+pub(super) fn retention_floor(topic: &Topic, partition: usize) -> Option<u64> {
+    topic
+        .subscriptions
+        .lock()
+        .values()
+        .filter_map(|s| s.marks.get(partition).map(|m| m.load(Ordering::Relaxed)))
+        .min()
+}
+
+/// Validated conversion helper for a requested initial position.
+pub fn default_initial_position() -> Position {
+    Position::Latest
+}
