@@ -52,6 +52,24 @@ pub fn to_detail(error: &BrokerError) -> ErrorDetail {
             ErrorCode::TopicNotFound,
             vec![("topic", topic.clone())],
         ),
+        BrokerError::PartitionOutOfRange {
+            topic,
+            partition,
+            partitions,
+        } => (
+            Code::InvalidArgument,
+            ErrorCode::InvalidRequest,
+            vec![
+                ("topic", topic.clone()),
+                ("partition", partition.to_string()),
+                ("partitions", partitions.to_string()),
+            ],
+        ),
+        BrokerError::TopicDeleted { topic } => (
+            Code::NotFound,
+            ErrorCode::TopicNotFound,
+            vec![("topic", topic.clone())],
+        ),
         BrokerError::TopicAlreadyExists { topic } => (
             Code::AlreadyExists,
             ErrorCode::TopicAlreadyExists,
