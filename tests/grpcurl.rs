@@ -1,5 +1,6 @@
 //! Stock gRPC tooling against a real `herald`: grpcurl lists the services
-//! through reflection and publishes an event from JSON, no .proto files.
+//! through reflection, publishes an event from JSON and reads it back, no
+//! .proto files.
 //! `scripts/test.sh` installs grpcurl; set GRPCURL to use another binary.
 
 mod common;
@@ -44,7 +45,7 @@ fn run(args: &[&str]) -> String {
 }
 
 #[test]
-fn grpcurl_lists_services_and_publishes_an_event() {
+fn grpcurl_lists_services_publishes_and_reads_an_event() {
     let (server, _dir) = Herald::start(&[]);
     let listed = run(&["-plaintext", &server.addr, "list"]);
     for service in [
@@ -67,6 +68,15 @@ fn grpcurl_lists_services_and_publishes_an_event() {
         "herald.v1.Publisher/Publish",
     ]);
     assert!(published.contains("\"id\": \"evt-1\""), "{published}");
+
+    let read = run(&[
+        "-plaintext",
+        "-d",
+        r#"{"topic": "user.signup", "position": {"earliest": {}}}"#,
+        &server.addr,
+        "herald.v1.Subscriber/Read",
+    ]);
+    assert!(read.contains("\"id\": \"evt-1\""), "{read}");
 
     let stats = run(&[
         "-plaintext",

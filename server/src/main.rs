@@ -45,6 +45,9 @@ enum LogFormat {
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    /// Measure storage, publishing and startup.
+    #[command(subcommand)]
+    Bench(herald_server::bench::cli::BenchCommand),
 }
 
 #[derive(clap::Args)]
@@ -148,6 +151,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Bench(command) => herald_server::bench::cli::run(command).await,
         }
     });
     match result {

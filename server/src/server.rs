@@ -1,5 +1,5 @@
 //! Runs the gRPC server: opens storage and the broker, serves Publisher,
-//! Admin, health and reflection, and shuts down in order when told.
+//! Subscriber, Admin, health and reflection, and shuts down in order when told.
 //!
 //! Shutdown (the `shutdown` token is cancelled, e.g. on SIGTERM): health goes
 //! NOT_SERVING, streams stop reading and end with UNAVAILABLE, the listener
@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use herald::v1::admin_server::AdminServer;
 use herald::v1::publisher_server::PublisherServer;
+use herald::v1::subscriber_server::SubscriberServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +21,7 @@ use tonic_health::ServingStatus;
 use crate::api::ApiContext;
 use crate::api::admin::AdminService;
 use crate::api::publisher::PublisherService;
+use crate::api::subscriber::SubscriberService;
 use crate::broker::{Broker, BrokerError};
 use crate::config::ServerConfig;
 use crate::storage::file::FileStorage;
@@ -27,7 +29,11 @@ use crate::storage::memory::MemoryStorage;
 use crate::storage::{Storage, StorageError};
 
 /// Services reported by health, besides the whole server ("").
-const SERVICE_NAMES: [&str; 2] = ["herald.v1.Publisher", "herald.v1.Admin"];
+const SERVICE_NAMES: [&str; 3] = [
+    "herald.v1.Publisher",
+    "herald.v1.Subscriber",
+    "herald.v1.Admin",
+];
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +149,9 @@ impl BoundServer {
         let publisher = PublisherServer::new(PublisherService::new(ctx.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
+        let subscriber = SubscriberServer::new(SubscriberService::new(ctx.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
         let admin = AdminServer::new(AdminService::new(ctx.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
@@ -159,6 +168,7 @@ impl BoundServer {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(publisher)
+            .add_service(subscriber)
             .add_service(admin);
         let serve = router.serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),

@@ -6,6 +6,7 @@ pub mod convert;
 pub mod limits;
 pub mod publisher;
 pub mod status;
+pub mod subscriber;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

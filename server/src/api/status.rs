@@ -52,6 +52,24 @@ pub fn to_detail(error: &BrokerError) -> ErrorDetail {
             ErrorCode::TopicNotFound,
             vec![("topic", topic.clone())],
         ),
+        BrokerError::PartitionOutOfRange {
+            topic,
+            partition,
+            partitions,
+        } => (
+            Code::InvalidArgument,
+            ErrorCode::InvalidRequest,
+            vec![
+                ("topic", topic.clone()),
+                ("partition", partition.to_string()),
+                ("partitions", partitions.to_string()),
+            ],
+        ),
+        BrokerError::TopicDeleted { topic } => (
+            Code::NotFound,
+            ErrorCode::TopicNotFound,
+            vec![("topic", topic.clone())],
+        ),
         BrokerError::TopicAlreadyExists { topic } => (
             Code::AlreadyExists,
             ErrorCode::TopicAlreadyExists,
@@ -141,6 +159,29 @@ pub fn invalid_request(message: impl Into<String>) -> tonic::Status {
         ErrorCode::InvalidRequest,
         message,
         [],
+    ))
+}
+
+/// A stored record whose payload is not an event envelope: the broker only
+/// stores envelopes it encoded, so this is corruption, not a client error.
+pub fn undecodable_event(
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    error: &prost::DecodeError,
+) -> tonic::Status {
+    tracing::error!(topic, partition, offset, %error, "stored event does not decode");
+    status_with_detail(&error_detail(
+        Code::Internal,
+        ErrorCode::StorageFailure,
+        format!(
+            "the event stored in topic {topic:?} partition {partition} at offset {offset} does not decode: {error}"
+        ),
+        [
+            ("topic".to_owned(), topic.to_owned()),
+            ("partition".to_owned(), partition.to_string()),
+            ("offset".to_owned(), offset.to_string()),
+        ],
     ))
 }
 

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::scratch::ScratchDir;
+use super::summary::per_sec;
 use crate::storage::file::FileLog;
 use crate::storage::{FsyncPolicy, LogConfig, NewRecord, PartitionLog};
 
@@ -26,6 +28,8 @@ pub struct StorageBenchOptions {
     pub segment_bytes: u64,
     /// Give every record a 16-byte dedup id (exercises the dedup window).
     pub with_ids: bool,
+    /// Parent of the scratch log directory (default: the system temp dir).
+    pub dir: Option<std::path::PathBuf>,
 }
 
 impl Default for StorageBenchOptions {
@@ -38,6 +42,7 @@ impl Default for StorageBenchOptions {
             fsync: FsyncPolicy::Batch,
             segment_bytes: 128 * 1024 * 1024,
             with_ids: false,
+            dir: None,
         }
     }
 }
@@ -108,42 +113,13 @@ fn policy_name(p: FsyncPolicy) -> String {
     }
 }
 
-/// A scratch directory under the system temp dir, removed on drop (the
-/// library does not depend on `tempfile`).
-struct BenchDir(std::path::PathBuf);
-
-impl BenchDir {
-    fn create() -> anyhow::Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let path =
-            std::env::temp_dir().join(format!("herald-bench-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path)?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for BenchDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            tracing::warn!(dir = %self.0.display(), error = %e, "could not remove bench directory");
-        }
-    }
-}
-
-fn per_sec(n: f64, d: Duration) -> f64 {
-    n / d.as_secs_f64().max(1e-9)
-}
-
 /// Appends `events` records to a fresh log in a temp dir, then reads them all back.
 pub async fn run(opts: StorageBenchOptions) -> anyhow::Result<StorageBenchReport> {
     anyhow::ensure!(
         opts.batch_size > 0 && opts.concurrency > 0,
         "batch size and concurrency must be positive"
     );
-    let dir = BenchDir::create()?;
+    let dir = ScratchDir::new(opts.dir.as_deref(), "storage-bench")?;
     let config = LogConfig {
         segment_bytes: opts.segment_bytes,
         fsync: opts.fsync,
@@ -154,7 +130,7 @@ pub async fn run(opts: StorageBenchOptions) -> anyhow::Result<StorageBenchReport
         },
         ..LogConfig::default()
     };
-    let log = FileLog::open(&dir.0, config)?;
+    let log = FileLog::open(dir.path(), config)?;
     let payload = Bytes::from(vec![b'x'; opts.event_size]);
     let batches = opts.events.div_ceil(opts.batch_size as u64);
     let next_batch = Arc::new(std::sync::atomic::AtomicU64::new(0));

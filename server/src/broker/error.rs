@@ -33,6 +33,19 @@ pub enum BrokerError {
     #[error("topic {topic:?} does not exist; create it with Admin.CreateTopic{hint}")]
     TopicNotFound { topic: String, hint: &'static str },
 
+    #[error(
+        "topic {topic:?} has partitions 0-{}; partition {partition} does not exist",
+        partitions.saturating_sub(1)
+    )]
+    PartitionOutOfRange {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
+
+    #[error("topic {topic:?} was deleted while being read")]
+    TopicDeleted { topic: String },
+
     #[error("topic {topic:?} already exists")]
     TopicAlreadyExists { topic: String },
 

@@ -8,6 +8,7 @@
 pub mod error;
 pub mod partition_writer;
 pub mod position;
+pub mod reader;
 pub mod topic;
 
 use std::sync::Arc;

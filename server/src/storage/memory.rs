@@ -83,6 +83,9 @@ impl Storage for MemoryStorage {
         if let Some(t) = self.topics.lock().remove(topic) {
             for log in t.partitions.values() {
                 log.state.lock().closed = true;
+                // Wake live readers so they see `Closed` instead of waiting
+                // forever for records that will never come.
+                log.end_tx.send_modify(|_| {});
             }
         }
         Ok(())

@@ -262,7 +262,9 @@ pub trait PartitionLog: Send + Sync + 'static {
     async fn sync(&self) -> Result<()>;
 
     /// Watches the offset one past the newest durable record, so live
-    /// readers can wait for new records without polling.
+    /// readers can wait for new records without polling. Closing the log
+    /// (topic deletion) also marks it changed, so a waiting reader wakes
+    /// and its next `read` answers `Closed`.
     fn watch_end(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 

@@ -373,6 +373,21 @@ macro_rules! storage_suite {
             }
 
             #[tokio::test]
+            async fn deleting_a_topic_wakes_end_watchers() {
+                let h = $make();
+                let (_, clock) = manual_clock(1_000);
+                let log = h.storage.open_partition("gone", 0, config(clock)).unwrap();
+                let mut end = log.watch_end();
+                end.borrow_and_update();
+                h.storage.delete_topic("gone").unwrap();
+                tokio::time::timeout(Duration::from_secs(5), end.changed())
+                    .await
+                    .expect("a waiting reader wakes")
+                    .unwrap();
+                assert!(matches!(log.read(0, 1, 1), Err(StorageError::Closed)));
+            }
+
+            #[tokio::test]
             async fn topic_meta_lists_replaces_and_deletes() {
                 let h = $make();
                 let s = &h.storage;

@@ -625,6 +625,8 @@ impl FileLog {
             s.shutdown = true;
         }
         self.shared.work.notify_all();
+        // Wake live readers so they see `Closed` instead of waiting forever.
+        self.shared.end_tx.send_modify(|_| {});
         if let Some(handle) = self.syncer.lock().take()
             && handle.join().is_err()
         {

@@ -1,0 +1,207 @@
+//! `herald.v1.Subscriber`: reads without a subscription (and, later,
+//! subscriptions with acks).
+
+use std::pin::Pin;
+
+use herald::v1::subscriber_server::Subscriber;
+use herald::v1::{DeliveredEvent, ReadRequest, ReadResponse, SubscribeRequest, SubscribeResponse};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::ApiContext;
+use super::convert::{delivered_event, position};
+use super::status::{not_implemented, to_status, undecodable_event};
+use crate::broker::reader::{ReadOptions, Reader};
+use crate::broker::{BrokerError, Position};
+use crate::storage::StoredRecord;
+
+/// Responses of one Read stream buffered ahead of the client; when full, the
+/// reader stops reading storage until the client catches up (backpressure).
+pub const READ_BUFFER: usize = 8;
+
+/// Bytes kept free in each response for its framing, so a response of
+/// events that each fit the message limit never exceeds it.
+const RESPONSE_OVERHEAD: usize = 1024;
+
+/// The Subscriber service.
+pub struct SubscriberService {
+    ctx: ApiContext,
+}
+
+impl SubscriberService {
+    pub fn new(ctx: ApiContext) -> Self {
+        Self { ctx }
+    }
+}
+
+type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Subscriber for SubscriberService {
+    type ReadStream = Stream<ReadResponse>;
+
+    async fn read(
+        &self,
+        request: Request<ReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        let request = request.into_inner();
+        let options = ReadOptions {
+            position: position(request.position.as_ref(), Position::Earliest),
+            partitions: request.partitions,
+            follow: request.follow,
+            max_events: request.max_events,
+        };
+        let reader = self
+            .ctx
+            .broker
+            .read(&request.topic, options)
+            .map_err(|e| to_status(&e))?;
+        let (tx, rx) = mpsc::channel(READ_BUFFER);
+        let ctx = self.ctx.clone();
+        self.ctx
+            .tasks
+            .spawn(drive_read(ctx, request.topic, reader, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type SubscribeStream = Stream<SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        _request: Request<Streaming<SubscribeRequest>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        Err(not_implemented("Subscriber.Subscribe"))
+    }
+}
+
+/// Sends the reader's batches until it ends, fails, the client goes away or
+/// the server shuts down (then the stream ends with UNAVAILABLE).
+async fn drive_read(
+    ctx: ApiContext,
+    topic: String,
+    mut reader: Reader,
+    tx: mpsc::Sender<Result<ReadResponse, Status>>,
+) {
+    let max_response_bytes = ctx.broker.config().max_request_bytes;
+    let end = loop {
+        let batch = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => break Some(to_status(&BrokerError::ShuttingDown)),
+            // A follower may wait a long time for events; stop as soon as
+            // nobody is listening.
+            _ = tx.closed() => return,
+            batch = reader.next_batch() => batch,
+        };
+        let (partition, records) = match batch {
+            None => break None,
+            Some(Err(error)) => break Some(to_status(&error)),
+            Some(Ok(batch)) => batch,
+        };
+        let responses = match responses(&topic, partition, &records, max_response_bytes) {
+            Ok(responses) => responses,
+            Err(status) => break Some(status),
+        };
+        for response in responses {
+            tokio::select! {
+                biased;
+                _ = ctx.shutdown.cancelled() => {
+                    let _ = tx.send(Err(to_status(&BrokerError::ShuttingDown))).await;
+                    return;
+                }
+                sent = tx.send(Ok(response)) => if sent.is_err() {
+                    return;
+                },
+            }
+        }
+    };
+    if let Some(status) = end {
+        let _ = tx.send(Err(status)).await;
+    }
+}
+
+/// One partition's records as read responses, split so none exceeds the
+/// server's message limit.
+fn responses(
+    topic: &str,
+    partition: u32,
+    records: &[StoredRecord],
+    max_bytes: usize,
+) -> Result<Vec<ReadResponse>, Status> {
+    let budget = max_bytes.saturating_sub(RESPONSE_OVERHEAD);
+    let mut responses = Vec::new();
+    let mut events: Vec<DeliveredEvent> = Vec::new();
+    let mut bytes = 0;
+    for record in records {
+        let event = delivered_event(topic, partition, record, 0, String::new(), 0)
+            .map_err(|error| undecodable_event(topic, partition, record.offset, &error))?;
+        let size = event.encoded_len() + 8;
+        if !events.is_empty() && bytes + size > budget {
+            responses.push(ReadResponse {
+                events: std::mem::take(&mut events),
+            });
+            bytes = 0;
+        }
+        bytes += size;
+        events.push(event);
+    }
+    if !events.is_empty() {
+        responses.push(ReadResponse { events });
+    }
+    Ok(responses)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use herald::StatusExt;
+    use herald::v1::{ErrorCode, Event};
+
+    use super::*;
+
+    fn record(offset: u64, data: usize) -> StoredRecord {
+        let event = Event {
+            id: format!("e{offset}"),
+            data: vec![b'x'; data].into(),
+            ..Default::default()
+        };
+        StoredRecord {
+            offset,
+            timestamp_ms: 1_000,
+            id: Bytes::new(),
+            payload: event.encode_to_vec().into(),
+        }
+    }
+
+    #[test]
+    fn responses_split_to_stay_under_the_message_limit() {
+        let records: Vec<StoredRecord> = (0..10).map(|i| record(i, 1000)).collect();
+        let responses = responses("t", 0, &records, 4096).unwrap();
+        assert!(responses.len() > 1);
+        for response in &responses {
+            assert!(response.encoded_len() <= 4096, "{}", response.encoded_len());
+        }
+        let offsets: Vec<u64> = responses
+            .iter()
+            .flat_map(|r| r.events.iter().map(|e| e.offset))
+            .collect();
+        assert_eq!(offsets, (0..10).collect::<Vec<_>>());
+        let first = &responses[0].events[0];
+        assert_eq!((first.delivery_attempt, first.ack_handle.as_str()), (0, ""));
+    }
+
+    #[test]
+    fn an_undecodable_record_is_internal_with_its_offset() {
+        let mut bad = record(3, 1);
+        bad.payload = Bytes::from_static(&[0xff, 0xff, 0xff]);
+        let status = responses("t", 1, &[record(2, 1), bad], 1 << 20).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(status.herald_code(), ErrorCode::StorageFailure);
+        assert!(
+            status.message().contains("offset 3"),
+            "{}",
+            status.message()
+        );
+    }
+}

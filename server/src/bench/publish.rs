@@ -1,0 +1,299 @@
+//! `herald bench publish`: drives a running server's Publisher over gRPC,
+//! pipelined on PublishStream (sequence numbers, several batches in flight)
+//! or with concurrent unary Publish calls, and reports throughput and
+//! publish-to-ack latency.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use herald::v1::admin_client::AdminClient;
+use herald::v1::publisher_client::PublisherClient;
+use herald::v1::{
+    CreateTopicRequest, Event, FsyncPolicy, PublishRequest, PublishStreamRequest, TopicConfig,
+};
+use parking_lot::Mutex;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use super::load::{self, LoadOptions, LoadOutcome, LoadReport, Run};
+use super::pacing::Pacer;
+use super::progress::Tally;
+use super::summary;
+use crate::broker::Fsync;
+
+/// How long a stream may take to answer its outstanding batches after the run.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which Publisher call to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PublishMode {
+    /// One PublishStream per connection, `in_flight` batches outstanding.
+    Stream,
+    /// `in_flight` concurrent Publish callers per connection.
+    Unary,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    pub load: LoadOptions,
+    pub topic: String,
+    /// Payload bytes per event.
+    pub event_size: usize,
+    /// Events per request.
+    pub batch_size: usize,
+    pub mode: PublishMode,
+    /// Create the topic with this fsync policy first (an existing topic is kept).
+    pub create_topic_fsync: Option<Fsync>,
+}
+
+/// Publishes as configured and reports. `opts.load.rate` counts events per
+/// second here (it is converted to batches per second for pacing).
+pub async fn run(opts: PublishOptions) -> anyhow::Result<LoadReport> {
+    anyhow::ensure!(opts.batch_size > 0, "batch size must be positive");
+    let mut load = opts.load.clone();
+    load.rate = opts.load.rate.map(|events| events / opts.batch_size as f64);
+    load.validate()?;
+    let channels = load::connect_all(&load).await?;
+    if let Some(fsync) = opts.create_topic_fsync {
+        create_topic(channels[0].clone(), &opts.topic, fsync).await?;
+    }
+    let events: Vec<Event> = (0..opts.batch_size)
+        .map(|_| bench_event(opts.event_size))
+        .collect();
+    let (name, outcome) = match opts.mode {
+        PublishMode::Unary => {
+            let request = PublishRequest {
+                topic: opts.topic.clone(),
+                events,
+            };
+            let clients = channels.into_iter().map(PublisherClient::new).collect();
+            let call = move |mut client: PublisherClient<Channel>| {
+                let request = request.clone();
+                async move { client.publish(request).await.map(drop) }
+            };
+            let outcome =
+                load::drive_unary(&load, clients, call, opts.batch_size as u64, "events").await?;
+            ("publish-unary", outcome)
+        }
+        PublishMode::Stream => {
+            let template = PublishStreamRequest {
+                sequence: 0,
+                topic: opts.topic.clone(),
+                events,
+            };
+            (
+                "publish-stream",
+                drive_streams(&load, channels, template, opts.batch_size).await?,
+            )
+        }
+    };
+    Ok(LoadReport::new(
+        name,
+        &load,
+        opts.batch_size,
+        opts.event_size,
+        &outcome,
+    ))
+}
+
+/// An event with `size` payload bytes; the broker assigns its id.
+fn bench_event(size: usize) -> Event {
+    Event {
+        source: "/herald/bench".into(),
+        r#type: "herald.bench".into(),
+        data: Bytes::from(vec![b'x'; size]),
+        ..Event::default()
+    }
+}
+
+/// Admin.CreateTopic with `fsync`; an existing topic is fine.
+async fn create_topic(channel: Channel, topic: &str, fsync: Fsync) -> anyhow::Result<()> {
+    let fsync_policy = match fsync {
+        Fsync::Batch => FsyncPolicy::Batch,
+        Fsync::Interval => FsyncPolicy::Interval,
+        Fsync::None => FsyncPolicy::None,
+    };
+    let request = CreateTopicRequest {
+        name: topic.to_owned(),
+        config: Some(TopicConfig {
+            fsync_policy: fsync_policy as i32,
+            ..TopicConfig::default()
+        }),
+    };
+    match AdminClient::new(channel).create_topic(request).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::AlreadyExists => {
+            tracing::info!(%topic, "topic exists; its fsync policy is kept");
+            Ok(())
+        }
+        Err(status) => Err(anyhow::anyhow!("cannot create topic {topic}: {status}")),
+    }
+}
+
+/// One PublishStream per channel, each with up to `in_flight` batches unanswered.
+async fn drive_streams(
+    opts: &LoadOptions,
+    channels: Vec<Channel>,
+    template: PublishStreamRequest,
+    batch_size: usize,
+) -> anyhow::Result<LoadOutcome> {
+    let run = Run::start(opts, batch_size as u64, "events");
+    let streams = channels
+        .into_iter()
+        .map(|channel| {
+            tokio::spawn(one_stream(
+                channel,
+                template.clone(),
+                opts.in_flight,
+                run.pacer.clone(),
+                run.deadline,
+                run.tally.clone(),
+            ))
+        })
+        .collect();
+    run.finish(streams).await
+}
+
+/// Sends batches on one stream until the deadline, then half-closes and
+/// waits for the outstanding answers. Failures are counted in `tally`.
+async fn one_stream(
+    channel: Channel,
+    template: PublishStreamRequest,
+    in_flight: usize,
+    pacer: Arc<Pacer>,
+    deadline: Instant,
+    tally: Arc<Tally>,
+) -> Histogram<u64> {
+    let mut latencies = summary::new_histogram();
+    let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let window = Arc::new(Semaphore::new(in_flight));
+    let (tx, rx) = mpsc::channel::<PublishStreamRequest>(in_flight);
+
+    let sender = {
+        let (sent, window) = (sent.clone(), window.clone());
+        tokio::spawn(async move {
+            let mut sequence = 0u64;
+            while let Some(slot) = pacer.next(deadline).await {
+                let Ok(permit) = window.acquire().await else {
+                    break;
+                };
+                permit.forget();
+                let mut request = template.clone();
+                request.sequence = sequence;
+                sent.lock().insert(sequence, slot.origin());
+                if tx.send(request).await.is_err() {
+                    break;
+                }
+                sequence += 1;
+            }
+            // Dropping `tx` half-closes the stream; the server then answers
+            // what is outstanding and ends it.
+        })
+    };
+
+    let answers = async {
+        let mut inbound = PublisherClient::new(channel)
+            .publish_stream(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        while let Some(answer) = inbound.message().await? {
+            let origin = sent.lock().remove(&answer.sequence);
+            window.add_permits(1);
+            match (answer.error, origin) {
+                (Some(error), _) => tally.errors(
+                    1,
+                    format_args!(
+                        "batch {}: {} {}",
+                        answer.sequence, error.code, error.message
+                    ),
+                ),
+                (None, Some(origin)) => {
+                    summary::record(&mut latencies, origin.elapsed());
+                    tally.ok();
+                }
+                (None, None) => tally.errors(
+                    1,
+                    format_args!("answer to unknown sequence {}", answer.sequence),
+                ),
+            }
+        }
+        Ok::<(), tonic::Status>(())
+    };
+    let drain_by = tokio::time::Instant::from_std(deadline) + DRAIN_TIMEOUT;
+    match tokio::time::timeout_at(drain_by, answers).await {
+        Ok(Ok(())) => {}
+        Ok(Err(status)) => tally.errors(1, format_args!("stream failed: {status}")),
+        Err(_) => tally.errors(1, "stream answers timed out"),
+    }
+    window.close();
+    sender.abort();
+    let _ = sender.await;
+    let lost = sent.lock().len() as u64;
+    tally.errors(lost, "batch unanswered when its stream ended");
+    latencies
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::server::BoundServer;
+    use tokio_util::sync::CancellationToken;
+
+    /// End to end against an in-process server: both modes publish for a
+    /// short while and every batch is acknowledged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publish_bench_against_in_process_server() {
+        let server = BoundServer::bind(ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            in_memory: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let endpoint = format!("http://{}", server.local_addr());
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(server.run(shutdown.clone()));
+
+        for (mode, rate) in [
+            (PublishMode::Stream, None),
+            (PublishMode::Unary, None),
+            (PublishMode::Stream, Some(20_000.0)),
+        ] {
+            let report = run(PublishOptions {
+                load: LoadOptions {
+                    endpoint: endpoint.clone(),
+                    connections: 2,
+                    in_flight: 4,
+                    duration: Duration::from_millis(700),
+                    rate,
+                    quiet: true,
+                },
+                topic: "bench-smoke".into(),
+                event_size: 50,
+                batch_size: 10,
+                mode,
+                create_topic_fsync: Some(Fsync::None),
+            })
+            .await
+            .unwrap();
+            assert_eq!(report.errors, 0, "{mode:?}: {report}");
+            assert!(
+                report.rpcs > 0 && report.events == report.rpcs * 10,
+                "{report}"
+            );
+            assert_eq!(report.latency.count, report.rpcs);
+            if rate.is_some() {
+                // 20k events/s = 2k batches/s for 0.7 s, give or take the tail.
+                assert!(report.rpcs <= 1_401, "{report}");
+            }
+        }
+        shutdown.cancel();
+        running.await.unwrap().unwrap();
+    }
+}
