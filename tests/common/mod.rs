@@ -2,6 +2,8 @@
 //! on a free port with a temp data dir, and stops it gently or with kill -9.
 #![allow(dead_code)]
 
+pub mod consumer;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,5 +1,5 @@
-//! `herald.v1.Admin`: topic management and stats. Subscription management
-//! answers UNIMPLEMENTED (with code NOT_IMPLEMENTED) until subscriptions land.
+//! `herald.v1.Admin`: topics and subscriptions: create, inspect, change,
+//! delete, and seek.
 
 use herald::v1::admin_server::Admin;
 use herald::v1::*;
@@ -7,7 +7,8 @@ use tonic::{Request, Response, Status};
 
 use super::ApiContext;
 use super::convert::{self, settings_patch};
-use super::status::{not_implemented, to_status};
+use super::status::{invalid_request, to_status};
+use crate::broker::Position;
 
 /// The Admin service.
 pub struct AdminService {
@@ -86,6 +87,7 @@ impl Admin for AdminService {
         self.ctx
             .broker
             .delete_topic(&name)
+            .await
             .map_err(|e| to_status(&e))?;
         tracing::info!(topic = %name, "topic deleted");
         Ok(Response::new(DeleteTopicResponse {}))
@@ -105,40 +107,95 @@ impl Admin for AdminService {
 
     async fn create_subscription(
         &self,
-        _: Request<CreateSubscriptionRequest>,
+        request: Request<CreateSubscriptionRequest>,
     ) -> Result<Response<Subscription>, Status> {
-        Err(not_implemented("Admin.CreateSubscription"))
+        let r = request.into_inner();
+        let spec = convert::subscription_spec(
+            r.r#type,
+            r.initial_position.as_ref(),
+            Position::Latest,
+            r.ack_deadline.as_ref(),
+            r.redelivery.as_ref(),
+        )
+        .map_err(|e| to_status(&e))?;
+        let info = self
+            .ctx
+            .broker
+            .create_subscription(&r.topic, &r.name, &spec)
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(convert::subscription(&info)))
     }
 
     async fn get_subscription(
         &self,
-        _: Request<GetSubscriptionRequest>,
+        request: Request<GetSubscriptionRequest>,
     ) -> Result<Response<Subscription>, Status> {
-        Err(not_implemented("Admin.GetSubscription"))
+        let r = request.into_inner();
+        let info = self
+            .ctx
+            .broker
+            .get_subscription(&r.topic, &r.name)
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(convert::subscription(&info)))
     }
 
     async fn list_subscriptions(
         &self,
-        _: Request<ListSubscriptionsRequest>,
+        request: Request<ListSubscriptionsRequest>,
     ) -> Result<Response<ListSubscriptionsResponse>, Status> {
-        Err(not_implemented("Admin.ListSubscriptions"))
+        let subscriptions = self
+            .ctx
+            .broker
+            .list_subscriptions(&request.into_inner().topic)
+            .map_err(|e| to_status(&e))?
+            .iter()
+            .map(convert::subscription)
+            .collect();
+        Ok(Response::new(ListSubscriptionsResponse { subscriptions }))
     }
 
     async fn delete_subscription(
         &self,
-        _: Request<DeleteSubscriptionRequest>,
+        request: Request<DeleteSubscriptionRequest>,
     ) -> Result<Response<DeleteSubscriptionResponse>, Status> {
-        Err(not_implemented("Admin.DeleteSubscription"))
+        let r = request.into_inner();
+        self.ctx
+            .broker
+            .delete_subscription(&r.topic, &r.name, r.force)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(DeleteSubscriptionResponse {}))
     }
 
     async fn get_subscription_stats(
         &self,
-        _: Request<GetSubscriptionStatsRequest>,
+        request: Request<GetSubscriptionStatsRequest>,
     ) -> Result<Response<SubscriptionStats>, Status> {
-        Err(not_implemented("Admin.GetSubscriptionStats"))
+        let r = request.into_inner();
+        let stats = self
+            .ctx
+            .broker
+            .subscription_stats(&r.topic, &r.name)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(convert::subscription_stats(
+            &r.topic, &r.name, &stats,
+        )))
     }
 
-    async fn seek(&self, _: Request<SeekRequest>) -> Result<Response<SeekResponse>, Status> {
-        Err(not_implemented("Admin.Seek"))
+    async fn seek(&self, request: Request<SeekRequest>) -> Result<Response<SeekResponse>, Status> {
+        let r = request.into_inner();
+        let Some(position) = r.position.as_ref().filter(|p| p.kind.is_some()) else {
+            return Err(invalid_request(
+                "Seek needs a position: earliest, latest, offsets or timestamp",
+            ));
+        };
+        let position = convert::position(Some(position), Position::Latest);
+        self.ctx
+            .broker
+            .seek(&r.topic, &r.subscription, position)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(SeekResponse {}))
     }
 }

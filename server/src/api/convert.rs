@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use herald::v1;
 
+use crate::broker::subscription::{
+    RedeliveryPolicy, SubscriptionInfo, SubscriptionKind, SubscriptionSpec, SubscriptionStats,
+};
 use crate::broker::{
     BrokerError, Fsync, Position, PublishReceipt, TopicInfo, TopicSettings, TopicSettingsPatch,
     TopicStats,
@@ -162,6 +165,127 @@ pub fn position(position: Option<&v1::Position>, default: Position) -> Position 
                 .saturating_mul(1000)
                 .saturating_add(i64::from(t.nanos) / 1_000_000),
         ),
+    }
+}
+
+/// A proto subscription type as the broker's kind.
+pub fn subscription_kind(value: i32) -> Result<SubscriptionKind, BrokerError> {
+    match v1::SubscriptionType::try_from(value) {
+        Ok(v1::SubscriptionType::Exclusive) => Ok(SubscriptionKind::Exclusive),
+        Ok(v1::SubscriptionType::Shared) => Ok(SubscriptionKind::Shared),
+        Ok(v1::SubscriptionType::Failover) => Ok(SubscriptionKind::Failover),
+        Ok(v1::SubscriptionType::KeyShared) => Ok(SubscriptionKind::KeyShared),
+        Ok(v1::SubscriptionType::Unspecified) => Err(BrokerError::InvalidSubscriptionConfig {
+            reason: "the subscription type is required: SUBSCRIPTION_TYPE_EXCLUSIVE (1), SHARED (2), FAILOVER (3) or KEY_SHARED (4)".into(),
+        }),
+        Err(_) => Err(BrokerError::InvalidSubscriptionConfig {
+            reason: format!(
+                "unknown subscription type {value}; use SUBSCRIPTION_TYPE_EXCLUSIVE (1), SHARED (2), FAILOVER (3) or KEY_SHARED (4)"
+            ),
+        }),
+    }
+}
+
+/// The broker's kind as a proto subscription type.
+pub fn subscription_kind_to_proto(kind: SubscriptionKind) -> v1::SubscriptionType {
+    match kind {
+        SubscriptionKind::Exclusive => v1::SubscriptionType::Exclusive,
+        SubscriptionKind::Shared => v1::SubscriptionType::Shared,
+        SubscriptionKind::Failover => v1::SubscriptionType::Failover,
+        SubscriptionKind::KeyShared => v1::SubscriptionType::KeyShared,
+    }
+}
+
+fn subscription_duration(field: &str, d: &prost_types::Duration) -> Result<Duration, BrokerError> {
+    Duration::try_from(*d).map_err(|_| BrokerError::InvalidSubscriptionConfig {
+        reason: format!("{field} must be a non-negative duration"),
+    })
+}
+
+/// What a CreateSubscription or Attach asks for, defaults filled in.
+pub fn subscription_spec(
+    kind: i32,
+    initial_position: Option<&v1::Position>,
+    default_position: Position,
+    ack_deadline: Option<&prost_types::Duration>,
+    redelivery: Option<&v1::RedeliveryPolicy>,
+) -> Result<SubscriptionSpec, BrokerError> {
+    let defaults = RedeliveryPolicy::default();
+    let r = redelivery.cloned().unwrap_or_default();
+    let policy = RedeliveryPolicy {
+        min_backoff: r
+            .min_backoff
+            .as_ref()
+            .map(|d| subscription_duration("min_backoff", d))
+            .transpose()?
+            .unwrap_or(defaults.min_backoff),
+        max_backoff: r
+            .max_backoff
+            .as_ref()
+            .map(|d| subscription_duration("max_backoff", d))
+            .transpose()?
+            .unwrap_or(defaults.max_backoff),
+        multiplier: if r.multiplier == 0.0 {
+            defaults.multiplier
+        } else {
+            r.multiplier
+        },
+        max_delivery_attempts: r.max_delivery_attempts,
+    };
+    Ok(SubscriptionSpec {
+        kind: subscription_kind(kind)?,
+        initial_position: position(initial_position, default_position),
+        ack_deadline: ack_deadline
+            .map(|d| subscription_duration("ack_deadline", d))
+            .transpose()?,
+        redelivery: policy,
+        dead_letter_topic: (!r.dead_letter_topic.is_empty()).then_some(r.dead_letter_topic),
+    })
+}
+
+/// A subscription for the admin API.
+pub fn subscription(info: &SubscriptionInfo) -> v1::Subscription {
+    let s = &info.settings;
+    v1::Subscription {
+        topic: info.topic.clone(),
+        name: info.name.clone(),
+        r#type: subscription_kind_to_proto(s.kind) as i32,
+        ack_deadline: Some(to_proto_duration(s.ack_deadline)),
+        redelivery: Some(v1::RedeliveryPolicy {
+            min_backoff: Some(to_proto_duration(s.redelivery.min_backoff)),
+            max_backoff: Some(to_proto_duration(s.redelivery.max_backoff)),
+            multiplier: s.redelivery.multiplier,
+            max_delivery_attempts: s.redelivery.max_delivery_attempts,
+            dead_letter_topic: s.dead_letter_topic.clone(),
+        }),
+        create_time: Some(timestamp(info.created_at_ms)),
+    }
+}
+
+/// Subscription stats for the admin API.
+pub fn subscription_stats(
+    topic: &str,
+    name: &str,
+    stats: &SubscriptionStats,
+) -> v1::SubscriptionStats {
+    v1::SubscriptionStats {
+        topic: topic.to_owned(),
+        name: name.to_owned(),
+        backlog: stats.backlog,
+        unacked: stats.unacked,
+        redelivered: stats.redelivered,
+        dead_lettered: stats.dead_lettered,
+        consumers: stats
+            .consumers
+            .iter()
+            .map(|c| v1::ConsumerStats {
+                name: c.name.clone(),
+                outstanding: c.outstanding,
+                credits: c.credits,
+                active: c.active,
+                attach_time: None,
+            })
+            .collect(),
     }
 }
 

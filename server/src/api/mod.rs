@@ -6,6 +6,7 @@ pub mod convert;
 pub mod limits;
 pub mod publisher;
 pub mod status;
+pub mod subscribe;
 pub mod subscriber;
 
 use tokio_util::sync::CancellationToken;

@@ -97,6 +97,100 @@ pub fn to_detail(error: &BrokerError) -> ErrorDetail {
             (Code::InvalidArgument, ErrorCode::InvalidTopicConfig, vec![])
         }
         BrokerError::ShuttingDown => (Code::Unavailable, ErrorCode::ShuttingDown, vec![]),
+        BrokerError::InvalidSubscriptionName { name, .. } => (
+            Code::InvalidArgument,
+            ErrorCode::InvalidSubscriptionName,
+            vec![("subscription", name.clone())],
+        ),
+        BrokerError::SubscriptionNotFound {
+            topic,
+            subscription,
+        } => (
+            Code::NotFound,
+            ErrorCode::SubscriptionNotFound,
+            vec![
+                ("topic", topic.clone()),
+                ("subscription", subscription.clone()),
+            ],
+        ),
+        BrokerError::SubscriptionAlreadyExists {
+            topic,
+            subscription,
+        } => (
+            Code::AlreadyExists,
+            ErrorCode::SubscriptionAlreadyExists,
+            vec![
+                ("topic", topic.clone()),
+                ("subscription", subscription.clone()),
+            ],
+        ),
+        BrokerError::SubscriptionTypeMismatch {
+            subscription,
+            existing,
+            requested,
+        } => (
+            Code::FailedPrecondition,
+            ErrorCode::SubscriptionTypeMismatch,
+            vec![
+                ("subscription", subscription.clone()),
+                ("existing", existing.clone()),
+                ("requested", requested.clone()),
+            ],
+        ),
+        BrokerError::ExclusiveConsumerAttached {
+            subscription,
+            holder,
+        } => (
+            Code::FailedPrecondition,
+            ErrorCode::ExclusiveConsumerAttached,
+            vec![
+                ("subscription", subscription.clone()),
+                ("holder", holder.clone()),
+            ],
+        ),
+        BrokerError::ConsumerNameTaken { subscription, name } => (
+            Code::AlreadyExists,
+            ErrorCode::ConsumerNameTaken,
+            vec![
+                ("subscription", subscription.clone()),
+                ("consumer", name.clone()),
+            ],
+        ),
+        BrokerError::SubscriptionHasConsumers {
+            subscription,
+            consumers,
+        } => (
+            Code::FailedPrecondition,
+            ErrorCode::SubscriptionHasConsumers,
+            vec![
+                ("subscription", subscription.clone()),
+                ("consumers", consumers.to_string()),
+            ],
+        ),
+        BrokerError::SeekPastEnd {
+            partition,
+            offset,
+            next_offset,
+        } => (
+            Code::InvalidArgument,
+            ErrorCode::SeekPastEnd,
+            vec![
+                ("partition", partition.to_string()),
+                ("offset", offset.to_string()),
+                ("next_offset", next_offset.to_string()),
+            ],
+        ),
+        BrokerError::InvalidSubscriptionConfig { .. } => (
+            Code::InvalidArgument,
+            ErrorCode::InvalidSubscriptionConfig,
+            vec![],
+        ),
+        BrokerError::SubscriptionClosed => {
+            (Code::Unavailable, ErrorCode::SubscriptionClosed, vec![])
+        }
+        BrokerError::SubscriptionFailed { .. } => {
+            (Code::Internal, ErrorCode::StorageFailure, vec![])
+        }
         BrokerError::Storage {
             topic, partition, ..
         } => {

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::ApiContext;
 use super::convert::{delivered_event, position};
-use super::status::{not_implemented, to_status, undecodable_event};
+use super::status::{to_status, undecodable_event};
 use crate::broker::reader::{ReadOptions, Reader};
 use crate::broker::{BrokerError, Position};
 use crate::storage::StoredRecord;
@@ -70,9 +70,16 @@ impl Subscriber for SubscriberService {
 
     async fn subscribe(
         &self,
-        _request: Request<Streaming<SubscribeRequest>>,
+        request: Request<Streaming<SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        Err(not_implemented("Subscriber.Subscribe"))
+        let (tx, rx) = mpsc::channel(64);
+        let ctx = self.ctx.clone();
+        self.ctx.tasks.spawn(super::subscribe::drive_subscribe(
+            ctx,
+            request.into_inner(),
+            tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
@@ -129,27 +136,39 @@ fn responses(
     records: &[StoredRecord],
     max_bytes: usize,
 ) -> Result<Vec<ReadResponse>, Status> {
+    let events = records
+        .iter()
+        .map(|record| {
+            delivered_event(topic, partition, record, 0, String::new(), 0)
+                .map_err(|error| undecodable_event(topic, partition, record.offset, &error))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(chunks(events, max_bytes)
+        .into_iter()
+        .map(|events| ReadResponse { events })
+        .collect())
+}
+
+/// Splits events into groups whose encoding stays under `max_bytes` (a
+/// single event larger than that goes alone).
+pub(super) fn chunks(events: Vec<DeliveredEvent>, max_bytes: usize) -> Vec<Vec<DeliveredEvent>> {
     let budget = max_bytes.saturating_sub(RESPONSE_OVERHEAD);
-    let mut responses = Vec::new();
-    let mut events: Vec<DeliveredEvent> = Vec::new();
+    let mut groups = Vec::new();
+    let mut group: Vec<DeliveredEvent> = Vec::new();
     let mut bytes = 0;
-    for record in records {
-        let event = delivered_event(topic, partition, record, 0, String::new(), 0)
-            .map_err(|error| undecodable_event(topic, partition, record.offset, &error))?;
+    for event in events {
         let size = event.encoded_len() + 8;
-        if !events.is_empty() && bytes + size > budget {
-            responses.push(ReadResponse {
-                events: std::mem::take(&mut events),
-            });
+        if !group.is_empty() && bytes + size > budget {
+            groups.push(std::mem::take(&mut group));
             bytes = 0;
         }
         bytes += size;
-        events.push(event);
+        group.push(event);
     }
-    if !events.is_empty() {
-        responses.push(ReadResponse { events });
+    if !group.is_empty() {
+        groups.push(group);
     }
-    Ok(responses)
+    groups
 }
 
 #[cfg(test)]

@@ -95,15 +95,23 @@ pub enum BrokerError {
     #[error(
         "exclusive subscription {subscription:?} already has consumer {holder:?}; use a shared, failover or key_shared subscription for several consumers"
     )]
-    ExclusiveConsumerAttached { subscription: String, holder: String },
+    ExclusiveConsumerAttached {
+        subscription: String,
+        holder: String,
+    },
 
-    #[error("subscription {subscription:?} already has a consumer named {name:?}; consumer names must be unique")]
+    #[error(
+        "subscription {subscription:?} already has a consumer named {name:?}; consumer names must be unique"
+    )]
     ConsumerNameTaken { subscription: String, name: String },
 
     #[error(
         "subscription {subscription:?} has {consumers} connected consumer(s); disconnect them first or delete with force"
     )]
-    SubscriptionHasConsumers { subscription: String, consumers: u64 },
+    SubscriptionHasConsumers {
+        subscription: String,
+        consumers: u64,
+    },
 
     #[error(
         "cannot seek partition {partition} to offset {offset}: it is past the end (next offset {next_offset})"

@@ -9,6 +9,8 @@ pub mod error;
 pub mod partition_writer;
 pub mod position;
 pub mod reader;
+pub mod subscription;
+mod subscriptions;
 pub mod topic;
 
 use std::sync::Arc;
@@ -47,6 +49,8 @@ pub struct BrokerConfig {
     pub max_request_bytes: usize,
     /// How often retention runs over every partition.
     pub retention_check_interval: Duration,
+    /// Cursor flushing and consumer limits of subscription tasks.
+    pub subscription_tasks: subscription::TaskContext,
 }
 
 impl Default for BrokerConfig {
@@ -56,6 +60,7 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             max_request_bytes: 16 * 1024 * 1024,
             retention_check_interval: Duration::from_secs(60),
+            subscription_tasks: subscription::TaskContext::default(),
         }
     }
 }
@@ -144,6 +149,8 @@ struct Inner {
     tasks: TaskTracker,
     /// Stops the background loops.
     cancel: CancellationToken,
+    /// Next id for an attached consumer.
+    next_consumer_id: AtomicU64,
 }
 
 /// An open topic.
@@ -156,6 +163,8 @@ struct Topic {
     partitions: Vec<Partition>,
     /// Next partition for keyless publishes.
     round_robin: AtomicU64,
+    /// Running subscriptions by name.
+    subscriptions: Mutex<std::collections::BTreeMap<String, Arc<subscription::SubscriptionHandle>>>,
 }
 
 struct Partition {
@@ -184,6 +193,7 @@ impl Broker {
                 closing: AtomicBool::new(false),
                 tasks: TaskTracker::new(),
                 cancel: shutdown,
+                next_consumer_id: AtomicU64::new(1),
             }),
         };
         let stored = broker
@@ -200,6 +210,7 @@ impl Broker {
                     ),
                 })?;
             let topic = broker.open_topic(&meta.name, meta.settings, meta.created_at_ms)?;
+            broker.start_stored_subscriptions(&meta.name, &topic)?;
             broker.inner.topics.insert(meta.name, topic);
         }
         broker.spawn_retention_loop();
@@ -379,12 +390,21 @@ impl Broker {
         Ok(info(name, &topic))
     }
 
-    /// Deletes a topic and every event in it.
-    pub fn delete_topic(&self, name: &str) -> Result<()> {
+    /// Deletes a topic, its subscriptions and every event in it.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
         validate_topic_name(name)?;
-        let _admin = self.inner.admin.lock();
-        if self.inner.topics.remove(name).is_none() {
+        let removed = {
+            let _admin = self.inner.admin.lock();
+            self.inner.topics.remove(name).map(|(_, topic)| topic)
+        };
+        let Some(topic) = removed else {
             return Err(self.not_found(name));
+        };
+        let subscriptions: Vec<_> = std::mem::take(&mut *topic.subscriptions.lock())
+            .into_values()
+            .collect();
+        for subscription in subscriptions {
+            subscriptions::stop_subscription(&subscription).await;
         }
         // Writers end once in-flight publishes drop their handles; appends
         // racing the delete fail with a storage "closed" error.
@@ -426,7 +446,8 @@ impl Broker {
                 continue;
             }
             for (partition, p) in topic.partitions.iter().enumerate() {
-                match p.log.enforce_retention(retention, None) {
+                let keep_from = subscriptions::retention_floor(&topic, partition);
+                match p.log.enforce_retention(retention, keep_from) {
                     Ok(report) if report.segments_deleted > 0 => tracing::info!(
                         topic = %name,
                         partition,
@@ -564,6 +585,7 @@ impl Broker {
             created_at_ms,
             partitions,
             round_robin: AtomicU64::new(0),
+            subscriptions: Mutex::new(std::collections::BTreeMap::new()),
         }))
     }
 

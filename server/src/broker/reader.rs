@@ -449,7 +449,7 @@ mod tests {
             .unwrap();
         let waiting = tokio::spawn(async move { reader.next_batch().await });
         tokio::task::yield_now().await;
-        broker.delete_topic("t").unwrap();
+        broker.delete_topic("t").await.unwrap();
         let outcome = tokio::time::timeout(WAIT, waiting)
             .await
             .expect("the follower wakes on delete")

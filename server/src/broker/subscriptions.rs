@@ -9,8 +9,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::subscription::dispatch::Dispatcher;
 use super::subscription::{
-    AckSet, AttachOptions, Command, Consumer, CursorRecord, MAX_ACK_DEADLINE, SubscriptionHandle, SubscriptionInfo,
-    SubscriptionMeta, SubscriptionSettings, SubscriptionSpec, SubscriptionStats, SubscriptionTask,
+    AckSet, AttachOptions, Command, Consumer, CursorRecord, MAX_ACK_DEADLINE, SubscriptionHandle,
+    SubscriptionInfo, SubscriptionMeta, SubscriptionSettings, SubscriptionSpec, SubscriptionStats,
+    SubscriptionTask,
 };
 use super::topic::{validate_subscription_name, validate_topic_name};
 use super::{Broker, BrokerError, Position, Result, Topic};
@@ -23,7 +24,12 @@ pub const MIN_ACK_DEADLINE: Duration = Duration::from_millis(10);
 
 impl Broker {
     /// Creates a subscription on an existing topic.
-    pub fn create_subscription(&self, topic: &str, name: &str, spec: &SubscriptionSpec) -> Result<SubscriptionInfo> {
+    pub fn create_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+        spec: &SubscriptionSpec,
+    ) -> Result<SubscriptionInfo> {
         validate_topic_name(topic)?;
         validate_subscription_name(name)?;
         let _admin = self.inner.admin.lock();
@@ -34,7 +40,10 @@ impl Broker {
                 subscription: name.to_owned(),
             });
         }
-        Ok(self.create_subscription_locked(topic, &handle, name, spec)?.info.clone())
+        Ok(self
+            .create_subscription_locked(topic, &handle, name, spec)?
+            .info
+            .clone())
     }
 
     /// A subscription's settings.
@@ -147,7 +156,9 @@ impl Broker {
             })
             .await
             .map_err(|_| BrokerError::SubscriptionClosed)?;
-        let attached = answer.await.map_err(|_| BrokerError::SubscriptionClosed)??;
+        let attached = answer
+            .await
+            .map_err(|_| BrokerError::SubscriptionClosed)??;
         Ok(Consumer::new(
             id,
             events,
@@ -200,12 +211,20 @@ impl Broker {
         };
         let storage = &self.inner.storage;
         storage
-            .write_subscription_meta(topic, name, &serde_json::to_vec_pretty(&meta).expect("meta serializes"))
+            .write_subscription_meta(
+                topic,
+                name,
+                &serde_json::to_vec_pretty(&meta).expect("meta serializes"),
+            )
             .and_then(|()| {
                 let cursor = CursorRecord {
                     partitions: cursors.clone(),
                 };
-                storage.write_cursor(topic, name, &serde_json::to_vec(&cursor).expect("cursor serializes"))
+                storage.write_cursor(
+                    topic,
+                    name,
+                    &serde_json::to_vec(&cursor).expect("cursor serializes"),
+                )
             })
             .map_err(|source| BrokerError::Metadata { source })?;
         tracing::info!(topic, subscription = name, kind = %meta.settings.kind, "subscription created");
@@ -221,7 +240,12 @@ impl Broker {
             .map(|_| ())
     }
 
-    fn subscription_settings(&self, topic: &str, name: &str, spec: &SubscriptionSpec) -> Result<SubscriptionSettings> {
+    fn subscription_settings(
+        &self,
+        topic: &str,
+        name: &str,
+        spec: &SubscriptionSpec,
+    ) -> Result<SubscriptionSettings> {
         let invalid = |reason: String| Err(BrokerError::InvalidSubscriptionConfig { reason });
         let ack_deadline = spec.ack_deadline.unwrap_or(DEFAULT_ACK_DEADLINE);
         if !(MIN_ACK_DEADLINE..=MAX_ACK_DEADLINE).contains(&ack_deadline) {
@@ -243,11 +267,15 @@ impl Broker {
             .dead_letter_topic
             .clone()
             .unwrap_or_else(|| format!("{topic}.{name}.dlq"));
-        validate_topic_name(&dead_letter_topic).map_err(|e| BrokerError::InvalidSubscriptionConfig {
-            reason: format!("dead letter topic: {e}"),
+        validate_topic_name(&dead_letter_topic).map_err(|e| {
+            BrokerError::InvalidSubscriptionConfig {
+                reason: format!("dead letter topic: {e}"),
+            }
         })?;
         if dead_letter_topic == topic {
-            return invalid("the dead letter topic must differ from the subscription's topic".into());
+            return invalid(
+                "the dead letter topic must differ from the subscription's topic".into(),
+            );
         }
         Ok(SubscriptionSettings {
             kind: spec.kind,
@@ -258,21 +286,32 @@ impl Broker {
     }
 
     /// Starts the subscriptions stored for a topic (at open).
-    pub(super) fn start_stored_subscriptions(&self, topic: &str, handle: &Arc<Topic>) -> Result<()> {
+    pub(super) fn start_stored_subscriptions(
+        &self,
+        topic: &str,
+        handle: &Arc<Topic>,
+    ) -> Result<()> {
         let stored = self
             .inner
             .storage
             .list_subscriptions(topic)
             .map_err(|source| BrokerError::Metadata { source })?;
         for s in stored {
-            let meta: SubscriptionMeta = serde_json::from_slice(&s.meta).map_err(|e| BrokerError::InvalidConfig {
-                reason: format!("stored metadata of subscription {:?} on {topic:?} does not parse: {e}", s.name),
-            })?;
+            let meta: SubscriptionMeta =
+                serde_json::from_slice(&s.meta).map_err(|e| BrokerError::InvalidConfig {
+                    reason: format!(
+                        "stored metadata of subscription {:?} on {topic:?} does not parse: {e}",
+                        s.name
+                    ),
+                })?;
             let partitions = handle.partitions.len();
             let mut cursors = match &s.cursor {
                 Some(bytes) => serde_json::from_slice::<CursorRecord>(bytes)
                     .map_err(|e| BrokerError::InvalidConfig {
-                        reason: format!("stored cursor of subscription {:?} on {topic:?} does not parse: {e}", s.name),
+                        reason: format!(
+                            "stored cursor of subscription {:?} on {topic:?} does not parse: {e}",
+                            s.name
+                        ),
                     })?
                     .partitions,
                 None => Vec::new(),
@@ -299,7 +338,12 @@ impl Broker {
         };
         let (commands_tx, commands) = mpsc::channel(1024);
         let (detaches_tx, detaches) = mpsc::unbounded_channel();
-        let marks = Arc::new(cursors.iter().map(|c| AtomicU64::new(c.mark_delete())).collect::<Vec<_>>());
+        let marks = Arc::new(
+            cursors
+                .iter()
+                .map(|c| AtomicU64::new(c.mark_delete()))
+                .collect::<Vec<_>>(),
+        );
         let consumers = Arc::new(AtomicU64::new(0));
         let stop = self.inner.cancel.child_token();
         let deleting = Arc::new(AtomicBool::new(false));
@@ -369,9 +413,4 @@ pub(super) fn retention_floor(topic: &Topic, partition: usize) -> Option<u64> {
         .values()
         .filter_map(|s| s.marks.get(partition).map(|m| m.load(Ordering::Relaxed)))
         .min()
-}
-
-/// Validated conversion helper for a requested initial position.
-pub fn default_initial_position() -> Position {
-    Position::Latest
 }

@@ -337,6 +337,15 @@ impl Dispatcher {
         self.outstanding.len() as u64
     }
 
+    /// Every live delivery: event and the consumer holding it.
+    #[cfg(test)]
+    pub fn outstanding(&self) -> Vec<(EventRef, ConsumerId)> {
+        self.outstanding
+            .iter()
+            .map(|(e, o)| (*e, o.consumer))
+            .collect()
+    }
+
     /// Events read but not delivered yet.
     pub fn fresh_len(&self) -> usize {
         self.fresh.len()
@@ -391,7 +400,9 @@ impl Dispatcher {
             });
         }
         if self.consumers.values().any(|c| c.name == name) {
-            return Err(AttachRefusal::NameTaken { name: name.to_owned() });
+            return Err(AttachRefusal::NameTaken {
+                name: name.to_owned(),
+            });
         }
         self.consumers.insert(
             id,
@@ -423,7 +434,13 @@ impl Dispatcher {
             .map(|(e, _)| *e)
             .collect();
         for event in held {
-            self.fail(event, "consumer disconnected", Some(Duration::ZERO), now, &mut out);
+            self.fail(
+                event,
+                "consumer disconnected",
+                Some(Duration::ZERO),
+                now,
+                &mut out,
+            );
         }
         self.rebuild_ring();
         self.reassign_active(None, &mut out);
@@ -463,7 +480,9 @@ impl Dispatcher {
         match self.outstanding.get(&event) {
             Some(o) if o.seq == handle.seq && o.consumer == consumer => Ok(handle),
             Some(_) => Err((true, text.to_owned())),
-            None if handle.seq >= self.next_seq || self.is_settled(event) => Err((false, text.to_owned())),
+            None if handle.seq >= self.next_seq || self.is_settled(event) => {
+                Err((false, text.to_owned()))
+            }
             // Issued once, now waiting for redelivery: superseded.
             None => Err((true, text.to_owned())),
         }
@@ -496,8 +515,15 @@ impl Dispatcher {
     ) -> AckOutcome {
         let mut outcome = AckOutcome::default();
         let handles: Vec<&str> = handles.into_iter().collect();
-        if cumulative && !matches!(self.kind, SubscriptionKind::Exclusive | SubscriptionKind::Failover) {
-            outcome.invalid.extend(handles.into_iter().map(str::to_owned));
+        if cumulative
+            && !matches!(
+                self.kind,
+                SubscriptionKind::Exclusive | SubscriptionKind::Failover
+            )
+        {
+            outcome
+                .invalid
+                .extend(handles.into_iter().map(str::to_owned));
             return outcome;
         }
         for handle in self.sort_handles(consumer, handles, &mut outcome) {
@@ -575,7 +601,13 @@ impl Dispatcher {
         for handle in self.sort_handles(consumer, handles, &mut outcome) {
             self.counters.nacked += 1;
             let reason = if reason.is_empty() { "nacked" } else { reason };
-            self.fail((handle.partition, handle.offset), reason, delay, now, &mut out);
+            self.fail(
+                (handle.partition, handle.offset),
+                reason,
+                delay,
+                now,
+                &mut out,
+            );
         }
         (outcome, out)
     }
@@ -600,7 +632,14 @@ impl Dispatcher {
     }
 
     /// A delivery failed: schedule redelivery, or dead-letter it.
-    fn fail(&mut self, event: EventRef, reason: &str, delay: Option<Duration>, now: Instant, out: &mut Vec<Output>) {
+    fn fail(
+        &mut self,
+        event: EventRef,
+        reason: &str,
+        delay: Option<Duration>,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
         let Some(o) = self.settle(event) else { return };
         if let Some(c) = self.consumers.get_mut(&o.consumer) {
             c.held = false;
@@ -680,7 +719,11 @@ impl Dispatcher {
                 // A failed dead-letter publish: try it again.
                 let attempts = self.attempts.get(&event).copied().unwrap_or(0);
                 let reason = self.reasons.get(&event).cloned().unwrap_or_default();
-                out.push(Output::DeadLetter { event, attempts, reason });
+                out.push(Output::DeadLetter {
+                    event,
+                    attempts,
+                    reason,
+                });
             } else {
                 self.ready.insert(event, key);
             }
@@ -698,7 +741,8 @@ impl Dispatcher {
         let mut waiting = false;
         let mut capacity: u64 = self.consumers.values().filter(|c| self.can_take(c)).count() as u64;
 
-        let ready: Vec<(EventRef, Option<u64>)> = self.ready.iter().map(|(e, k)| (*e, *k)).collect();
+        let ready: Vec<(EventRef, Option<u64>)> =
+            self.ready.iter().map(|(e, k)| (*e, *k)).collect();
         for (event, key) in ready {
             if capacity == 0 {
                 waiting = true;
@@ -736,7 +780,9 @@ impl Dispatcher {
 
     fn order_unit(&self, event: EventRef, key: Option<u64>) -> Option<OrderUnit> {
         match self.kind {
-            SubscriptionKind::Exclusive | SubscriptionKind::Failover => Some(OrderUnit::Partition(event.0)),
+            SubscriptionKind::Exclusive | SubscriptionKind::Failover => {
+                Some(OrderUnit::Partition(event.0))
+            }
             SubscriptionKind::KeyShared => key.map(OrderUnit::Key),
             SubscriptionKind::Shared => None,
         }
@@ -790,7 +836,10 @@ impl Dispatcher {
             self.key_holders.entry(k).or_insert((consumer, 0)).1 += 1;
         }
         let max_unacked = self.max_unacked;
-        let c = self.consumers.get_mut(&consumer).expect("routed to an attached consumer");
+        let c = self
+            .consumers
+            .get_mut(&consumer)
+            .expect("routed to an attached consumer");
         c.credits -= 1;
         c.outstanding += 1;
         if c.credits == 0 || c.outstanding >= max_unacked {
@@ -821,12 +870,18 @@ impl Dispatcher {
     fn route(&mut self, event: EventRef, key: Option<u64>) -> Option<ConsumerId> {
         let chosen = match (self.kind, key) {
             (SubscriptionKind::Exclusive, _) => *self.consumers.keys().next()?,
-            (SubscriptionKind::Failover, _) => self.active.get(event.0 as usize).copied().flatten()?,
+            (SubscriptionKind::Failover, _) => {
+                self.active.get(event.0 as usize).copied().flatten()?
+            }
             (SubscriptionKind::KeyShared, Some(k)) => {
                 let owner = self.ring_owner(k)?;
                 // A key moves to its new owner only once nothing of it is
                 // outstanding elsewhere: per-key order across joins.
-                if self.key_holders.get(&k).is_some_and(|&(holder, _)| holder != owner) {
+                if self
+                    .key_holders
+                    .get(&k)
+                    .is_some_and(|&(holder, _)| holder != owner)
+                {
                     return None;
                 }
                 owner
@@ -842,7 +897,10 @@ impl Dispatcher {
                 next
             }
         };
-        self.consumers.get(&chosen).filter(|c| self.can_take(c)).map(|_| chosen)
+        self.consumers
+            .get(&chosen)
+            .filter(|c| self.can_take(c))
+            .map(|_| chosen)
     }
 
     fn ring_owner(&self, key: u64) -> Option<ConsumerId> {
@@ -860,7 +918,9 @@ impl Dispatcher {
         self.ring = self
             .consumers
             .iter()
-            .flat_map(|(&id, c)| (0..RING_POINTS).map(move |i| (hash64(&format!("{}#{i}", c.name)), id)))
+            .flat_map(|(&id, c)| {
+                (0..RING_POINTS).map(move |i| (hash64(&format!("{}#{i}", c.name)), id))
+            })
             .collect();
         self.ring.sort_unstable();
     }
@@ -872,11 +932,18 @@ impl Dispatcher {
         if self.kind != SubscriptionKind::Failover {
             return;
         }
-        let mut ranked: Vec<(i32, &str, ConsumerId)> =
-            self.consumers.iter().map(|(&id, c)| (c.priority, c.name.as_str(), id)).collect();
+        let mut ranked: Vec<(i32, &str, ConsumerId)> = self
+            .consumers
+            .iter()
+            .map(|(&id, c)| (c.priority, c.name.as_str(), id))
+            .collect();
         ranked.sort();
         let best = ranked.first().map(|r| r.0);
-        let top: Vec<ConsumerId> = ranked.iter().filter(|r| Some(r.0) == best).map(|r| r.2).collect();
+        let top: Vec<ConsumerId> = ranked
+            .iter()
+            .filter(|r| Some(r.0) == best)
+            .map(|r| r.2)
+            .collect();
         let mut changed: BTreeSet<ConsumerId> = joined.into_iter().collect();
         for partition in 0..self.active.len() {
             let new = (!top.is_empty()).then(|| top[partition % top.len()]);
@@ -905,7 +972,9 @@ impl Dispatcher {
             .map(|c| c.name.clone())
             .unwrap_or_default();
         for id in changed {
-            let Some(c) = self.consumers.get(&id) else { continue };
+            let Some(c) = self.consumers.get(&id) else {
+                continue;
+            };
             let partitions: Vec<u32> = (0..self.active.len() as u32)
                 .filter(|&p| self.active[p as usize] == Some(id))
                 .collect();
@@ -918,7 +987,11 @@ impl Dispatcher {
             out.push(Output::ActiveStatus {
                 consumer: id,
                 active,
-                active_consumer: if active { c.name.clone() } else { first_name.clone() },
+                active_consumer: if active {
+                    c.name.clone()
+                } else {
+                    first_name.clone()
+                },
                 epoch,
                 partitions,
             });
@@ -932,7 +1005,9 @@ impl Dispatcher {
             _ => self.consumers.keys().copied().collect(),
         };
         for id in relevant {
-            let Some(c) = self.consumers.get_mut(&id) else { continue };
+            let Some(c) = self.consumers.get_mut(&id) else {
+                continue;
+            };
             if c.held || (c.credits > 0 && c.outstanding < max_unacked) {
                 continue;
             }

@@ -201,6 +201,11 @@ pub(crate) struct SubscriptionHandle {
     pub consumers: Arc<AtomicU64>,
     /// Stops the task (delete, topic delete).
     pub stop: CancellationToken,
+    /// Set before `stop` when the subscription is being deleted: the task
+    /// then skips its final cursor write.
+    pub deleting: Arc<std::sync::atomic::AtomicBool>,
+    /// Fires when the task has ended.
+    pub done: parking_lot::Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 /// A consumer attached to a subscription. Dropping it detaches it; its
@@ -250,7 +255,12 @@ impl Consumer {
     }
 
     /// Refuses deliveries, to be redelivered after `delay` (or backoff).
-    pub async fn nack(&self, handles: Vec<String>, delay: Option<Duration>, reason: String) -> Result<()> {
+    pub async fn nack(
+        &self,
+        handles: Vec<String>,
+        delay: Option<Duration>,
+        reason: String,
+    ) -> Result<()> {
         self.send(Command::Nack {
             consumer: self.id,
             handles,

@@ -18,8 +18,8 @@ use tokio_util::task::TaskTracker;
 
 use super::dispatch::{AttachRefusal, Dispatcher, EventRef, Output, hash64};
 use super::{
-    AckSet, Attached, Command, ConsumerEvent, ConsumerStats, CursorRecord, DeliveredRecord, SubscriptionInfo,
-    SubscriptionKind, SubscriptionStats,
+    AckSet, Attached, Command, ConsumerEvent, ConsumerStats, CursorRecord, DeliveredRecord,
+    SubscriptionInfo, SubscriptionKind, SubscriptionStats,
 };
 use crate::broker::error::BrokerError;
 use crate::broker::{Broker, Position};
@@ -64,6 +64,8 @@ pub(crate) struct SubscriptionTask {
     pub marks: Arc<Vec<AtomicU64>>,
     pub consumer_count: Arc<AtomicU64>,
     pub stop: CancellationToken,
+    /// Set when the subscription is being deleted: no final cursor write.
+    pub deleting: Arc<std::sync::atomic::AtomicBool>,
     pub tasks: TaskTracker,
 }
 
@@ -91,7 +93,12 @@ impl SubscriptionTask {
         let (dlq_tx, dlq_rx) = mpsc::unbounded_channel();
         let mut run = Running {
             ends: self.logs.iter().map(|l| l.watch_end()).collect(),
-            read_pos: self.dispatcher.cursors().iter().map(AckSet::mark_delete).collect(),
+            read_pos: self
+                .dispatcher
+                .cursors()
+                .iter()
+                .map(AckSet::mark_delete)
+                .collect(),
             cache: HashMap::new(),
             consumers: HashMap::new(),
             dirty: false,
@@ -101,7 +108,10 @@ impl SubscriptionTask {
             dlq_rx,
         };
         let outcome = self.serve(&mut run).await;
-        self.flush(&mut run).await;
+        let deleting = self.deleting.load(Ordering::Acquire);
+        if !deleting {
+            self.flush(&mut run).await;
+        }
         let reason = match outcome {
             Ok(()) if self.broker.is_closing() => BrokerError::ShuttingDown,
             Ok(()) => BrokerError::SubscriptionClosed,
@@ -126,16 +136,19 @@ impl SubscriptionTask {
             }
             let wakeup = self.dispatcher.next_wakeup();
             let flush_due = run.flush_due;
-            let caught_up: Vec<usize> = (0..run.ends.len()).collect();
-            let new_data = async {
-                let waits = caught_up
-                    .into_iter()
-                    .map(|i| Box::pin(run.ends[i].changed()))
-                    .collect::<Vec<_>>();
-                if waits.is_empty() {
+            // Wake on new events only while there is room to read them;
+            // clones share the originals' "seen" versions.
+            let room = self.dispatcher.read_ahead(READ_AHEAD_CAP) > self.dispatcher.fresh_len();
+            let mut watchers = if room { run.ends.clone() } else { Vec::new() };
+            let new_data = async move {
+                if watchers.is_empty() {
+                    return std::future::pending::<()>().await;
+                }
+                let waits = watchers.iter_mut().map(|w| Box::pin(w.changed()));
+                if futures::future::select_all(waits).await.0.is_err() {
+                    // The log is gone (topic deleted); the delete stops us.
                     std::future::pending::<()>().await;
                 }
-                let _ = futures::future::select_all(waits).await;
             };
             tokio::select! {
                 biased;
@@ -190,7 +203,11 @@ impl SubscriptionTask {
                     if self.dispatcher.cursors()[partition].contains(record.offset) {
                         continue;
                     }
-                    let key = if key_shared { event_key(&record.payload) } else { None };
+                    let key = if key_shared {
+                        event_key(&record.payload)
+                    } else {
+                        None
+                    };
                     self.dispatcher.offer(event, key);
                     run.cache.insert(event, record);
                     progressed = true;
@@ -211,16 +228,21 @@ impl SubscriptionTask {
                     let event = (d.handle.partition, d.handle.offset);
                     let Some(record) = self.record(run, event)? else {
                         // Gone from the log (retention or seek): nothing to deliver.
-                        let _ = self.dispatcher.ack(d.consumer, [d.handle.to_string().as_str()], false);
+                        let _ =
+                            self.dispatcher
+                                .ack(d.consumer, [d.handle.to_string().as_str()], false);
                         continue;
                     };
-                    batches.entry(d.consumer).or_default().push(DeliveredRecord {
-                        partition: d.handle.partition,
-                        record,
-                        attempt: d.attempt,
-                        handle: d.handle.to_string(),
-                        epoch: d.epoch,
-                    });
+                    batches
+                        .entry(d.consumer)
+                        .or_default()
+                        .push(DeliveredRecord {
+                            partition: d.handle.partition,
+                            record,
+                            attempt: d.attempt,
+                            handle: d.handle.to_string(),
+                            epoch: d.epoch,
+                        });
                 }
                 Output::ActiveStatus {
                     consumer,
@@ -252,7 +274,11 @@ impl SubscriptionTask {
                         credits,
                     },
                 ),
-                Output::DeadLetter { event, attempts, reason } => self.dead_letter(run, event, attempts, reason)?,
+                Output::DeadLetter {
+                    event,
+                    attempts,
+                    reason,
+                } => self.dead_letter(run, event, attempts, reason)?,
             }
         }
         for (consumer, events) in batches {
@@ -262,7 +288,11 @@ impl SubscriptionTask {
     }
 
     /// The record of `event`: from the read-ahead cache, else from the log.
-    fn record(&self, run: &mut Running, event: EventRef) -> Result<Option<StoredRecord>, BrokerError> {
+    fn record(
+        &self,
+        run: &mut Running,
+        event: EventRef,
+    ) -> Result<Option<StoredRecord>, BrokerError> {
         if let Some(record) = run.cache.remove(&event) {
             return Ok(Some(record));
         }
@@ -274,7 +304,13 @@ impl SubscriptionTask {
 
     /// Publishes an event that failed too often to the dead-letter topic,
     /// with where it came from and why in its attributes.
-    fn dead_letter(&mut self, run: &mut Running, event: EventRef, attempts: u32, reason: String) -> Result<(), BrokerError> {
+    fn dead_letter(
+        &mut self,
+        run: &mut Running,
+        event: EventRef,
+        attempts: u32,
+        reason: String,
+    ) -> Result<(), BrokerError> {
         let Some(record) = self.record(run, event)? else {
             self.dispatcher.dead_lettered(event, true, Instant::now());
             return Ok(());
@@ -319,13 +355,17 @@ impl SubscriptionTask {
                 events,
                 reply,
             } => {
-                let attached = self
-                    .dispatcher
-                    .attach(id, &options.consumer_name, options.priority, options.credits);
+                let attached = self.dispatcher.attach(
+                    id,
+                    &options.consumer_name,
+                    options.priority,
+                    options.credits,
+                );
                 match attached {
                     Ok(outputs) => {
                         run.consumers.insert(id, events);
-                        self.consumer_count.store(run.consumers.len() as u64, Ordering::Relaxed);
+                        self.consumer_count
+                            .store(run.consumers.len() as u64, Ordering::Relaxed);
                         let _ = reply.send(Ok(Attached {
                             consumer_name: options.consumer_name,
                             kind: self.dispatcher.kind(),
@@ -335,10 +375,12 @@ impl SubscriptionTask {
                     }
                     Err(refusal) => {
                         let error = match refusal {
-                            AttachRefusal::ExclusiveHeld { holder } => BrokerError::ExclusiveConsumerAttached {
-                                subscription: self.info.name.clone(),
-                                holder,
-                            },
+                            AttachRefusal::ExclusiveHeld { holder } => {
+                                BrokerError::ExclusiveConsumerAttached {
+                                    subscription: self.info.name.clone(),
+                                    holder,
+                                }
+                            }
                             AttachRefusal::NameTaken { name } => BrokerError::ConsumerNameTaken {
                                 subscription: self.info.name.clone(),
                                 name,
@@ -353,9 +395,9 @@ impl SubscriptionTask {
                 handles,
                 cumulative,
             } => {
-                let outcome = self
-                    .dispatcher
-                    .ack(consumer, handles.iter().map(String::as_str), cumulative);
+                let outcome =
+                    self.dispatcher
+                        .ack(consumer, handles.iter().map(String::as_str), cumulative);
                 if outcome.acked > 0 {
                     run.acks_since_flush += outcome.acked;
                     self.cursor_changed(run);
@@ -368,9 +410,13 @@ impl SubscriptionTask {
                 delay,
                 reason,
             } => {
-                let (outcome, outputs) =
-                    self.dispatcher
-                        .nack(consumer, handles.iter().map(String::as_str), delay, &reason, now);
+                let (outcome, outputs) = self.dispatcher.nack(
+                    consumer,
+                    handles.iter().map(String::as_str),
+                    delay,
+                    &reason,
+                    now,
+                );
                 report(run, consumer, outcome.invalid, outcome.stale);
                 self.apply(run, outputs)?;
             }
@@ -379,9 +425,12 @@ impl SubscriptionTask {
                 handles,
                 extension,
             } => {
-                let outcome = self
-                    .dispatcher
-                    .extend(consumer, handles.iter().map(String::as_str), extension, now);
+                let outcome = self.dispatcher.extend(
+                    consumer,
+                    handles.iter().map(String::as_str),
+                    extension,
+                    now,
+                );
                 report(run, consumer, outcome.invalid, outcome.stale);
             }
             Command::Credit { consumer, credits } => self.dispatcher.credit(consumer, credits),
@@ -477,7 +526,8 @@ impl SubscriptionTask {
         let bytes = serde_json::to_vec(&record).expect("cursors always serialize");
         let storage = self.storage.clone();
         let (topic, name) = (self.info.topic.clone(), self.info.name.clone());
-        let written = tokio::task::spawn_blocking(move || storage.write_cursor(&topic, &name, &bytes)).await;
+        let written =
+            tokio::task::spawn_blocking(move || storage.write_cursor(&topic, &name, &bytes)).await;
         match written {
             Ok(Ok(())) => {
                 run.dirty = false;
