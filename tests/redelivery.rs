@@ -25,16 +25,27 @@ fn policy(max_attempts: u32) -> RedeliveryPolicy {
 async fn nack_with_delay_redelivers_after_the_delay_with_the_next_attempt() {
     let (server, _dir) = Herald::start(&[]);
     let client = server.client().await;
-    let spec = AttachSpec::new("orders", "billing", SubscriptionType::Shared, "c").redelivery(policy(0));
+    let spec =
+        AttachSpec::new("orders", "billing", SubscriptionType::Shared, "c").redelivery(policy(0));
     let mut consumer = TestConsumer::attach(&server.endpoint(), &spec).await;
-    client.publish("orders", vec![event("o1", 10)]).await.unwrap();
+    client
+        .publish("orders", vec![event("o1", 10)])
+        .await
+        .unwrap();
     let first = consumer.events(1, Duration::from_secs(5)).await;
     assert_eq!(first[0].delivery_attempt, 1);
     let nacked_at = Instant::now();
     consumer
-        .nack(handles(&first), Some(Duration::from_millis(700)), "database busy")
+        .nack(
+            handles(&first),
+            Some(Duration::from_millis(700)),
+            "database busy",
+        )
         .await;
-    assert!(consumer.events(1, QUIET).await.is_empty(), "not before the delay");
+    assert!(
+        consumer.events(1, QUIET).await.is_empty(),
+        "not before the delay"
+    );
     let again = consumer.events(1, Duration::from_secs(5)).await;
     assert!(nacked_at.elapsed() >= Duration::from_millis(700));
     assert_eq!(again[0].delivery_attempt, 2);
@@ -67,7 +78,12 @@ async fn ack_deadline_expiry_redelivers() {
             extension: Some(proto_duration(Duration::from_secs(30))),
         }))
         .await;
-    assert!(consumer.events(1, Duration::from_millis(800)).await.is_empty());
+    assert!(
+        consumer
+            .events(1, Duration::from_millis(800))
+            .await
+            .is_empty()
+    );
     consumer.ack(handles(&again)).await;
     consumer.close().await;
 }
@@ -77,7 +93,8 @@ async fn an_event_nacked_past_max_attempts_lands_in_the_dead_letter_topic() {
     let (server, _dir) = Herald::start(&[]);
     let client = server.client().await;
     let endpoint = server.endpoint();
-    let spec = AttachSpec::new("routes", "alerts", SubscriptionType::Shared, "c").redelivery(policy(3));
+    let spec =
+        AttachSpec::new("routes", "alerts", SubscriptionType::Shared, "c").redelivery(policy(3));
     let mut consumer = TestConsumer::attach(&endpoint, &spec).await;
     client
         .publish("routes", vec![event("poison", 10), event("fine", 10)])
@@ -91,7 +108,9 @@ async fn an_event_nacked_past_max_attempts_lands_in_the_dead_letter_topic() {
             let id = &e.event.as_ref().unwrap().id;
             if id == "poison" {
                 attempts.push(e.delivery_attempt);
-                consumer.nack(vec![e.ack_handle.clone()], None, "cannot parse route").await;
+                consumer
+                    .nack(vec![e.ack_handle.clone()], None, "cannot parse route")
+                    .await;
             } else {
                 consumer.ack(vec![e.ack_handle.clone()]).await;
             }
@@ -100,7 +119,11 @@ async fn an_event_nacked_past_max_attempts_lands_in_the_dead_letter_topic() {
             break;
         }
     }
-    assert_eq!(attempts, [1, 2, 3], "delivered max_delivery_attempts times, then no more");
+    assert_eq!(
+        attempts,
+        [1, 2, 3],
+        "delivered max_delivery_attempts times, then no more"
+    );
 
     // The dead letter is in "routes.alerts.dlq", with why and where from.
     let mut reader = herald::v1::subscriber_client::SubscriberClient::connect(endpoint.clone())

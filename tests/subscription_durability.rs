@@ -12,7 +12,10 @@ use herald::v1::*;
 const QUIET: Duration = Duration::from_millis(500);
 
 fn ids(events: &[DeliveredEvent]) -> BTreeSet<String> {
-    events.iter().map(|e| e.event.as_ref().unwrap().id.clone()).collect()
+    events
+        .iter()
+        .map(|e| e.event.as_ref().unwrap().id.clone())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -22,7 +25,10 @@ async fn restart_resumes_from_the_persisted_cursor_and_loses_no_unacked_event() 
     let spec = AttachSpec::new("ledger", "audit", SubscriptionType::Exclusive, "c");
     let mut consumer = TestConsumer::attach(&server.endpoint(), &spec).await;
     client
-        .publish("ledger", (0..100).map(|i| event(&format!("l{i}"), 20)).collect())
+        .publish(
+            "ledger",
+            (0..100).map(|i| event(&format!("l{i}"), 20)).collect(),
+        )
         .await
         .unwrap();
     let got = consumer.events(100, Duration::from_secs(5)).await;
@@ -36,7 +42,11 @@ async fn restart_resumes_from_the_persisted_cursor_and_loses_no_unacked_event() 
     let mut consumer = TestConsumer::attach(&server.endpoint(), &spec).await;
     let again = consumer.events(100, QUIET).await;
     let expected: BTreeSet<String> = (60..100).map(|i| format!("l{i}")).collect();
-    assert_eq!(ids(&again), expected, "exactly the unacked events come back");
+    assert_eq!(
+        ids(&again),
+        expected,
+        "exactly the unacked events come back"
+    );
     consumer.ack(handles(&again)).await;
     consumer.close().await;
 }
@@ -58,7 +68,10 @@ async fn acks_after_the_last_flush_may_repeat_but_unacked_events_never_vanish() 
     let mut consumer = TestConsumer::attach(&server.endpoint(), &spec).await;
     let again = ids(&consumer.events(50, QUIET).await);
     let unacked: BTreeSet<String> = (25..50).map(|i| format!("e{i}")).collect();
-    assert!(again.is_superset(&unacked), "every unacked event is redelivered");
+    assert!(
+        again.is_superset(&unacked),
+        "every unacked event is redelivered"
+    );
     consumer.close().await;
 }
 
@@ -68,7 +81,10 @@ async fn seek_replays_from_an_offset_and_from_earliest() {
     let client = server.client().await;
     let mut admin = client.admin();
     client
-        .publish("replay", (0..10).map(|i| event(&format!("r{i}"), 20)).collect())
+        .publish(
+            "replay",
+            (0..10).map(|i| event(&format!("r{i}"), 20)).collect(),
+        )
         .await
         .unwrap();
     let spec = AttachSpec::new("replay", "s", SubscriptionType::Exclusive, "c");
@@ -90,7 +106,10 @@ async fn seek_replays_from_an_offset_and_from_earliest() {
         .await
         .unwrap();
     let replayed = consumer.events(3, Duration::from_secs(5)).await;
-    assert_eq!(replayed.iter().map(|e| e.offset).collect::<Vec<_>>(), [7, 8, 9]);
+    assert_eq!(
+        replayed.iter().map(|e| e.offset).collect::<Vec<_>>(),
+        [7, 8, 9]
+    );
     consumer.ack(handles(&replayed)).await;
 
     admin

@@ -261,6 +261,9 @@ pub struct Dispatcher {
     ring: Vec<(u64, ConsumerId)>,
     /// Last consumer served round-robin.
     round_robin: ConsumerId,
+    /// The log holds events not read yet (the task reads only as far as
+    /// credits allow), so consumers without credits are holding them up.
+    unread: bool,
     /// Next delivery sequence number (handles).
     next_seq: u64,
     /// Failover: active consumer and epoch per partition.
@@ -312,6 +315,7 @@ impl Dispatcher {
             key_holders: HashMap::new(),
             ring: Vec::new(),
             round_robin: 0,
+            unread: false,
             next_seq: 1,
             active: vec![None; partitions],
             epochs: vec![0; partitions],
@@ -382,6 +386,18 @@ impl Dispatcher {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Tells the dispatcher whether the log has events it has not been
+    /// offered yet, so held-back consumers are told even when nothing is
+    /// queued here.
+    pub fn set_unread(&mut self, unread: bool) {
+        self.unread = unread;
+    }
+
+    /// Whether the log was last known to hold events not offered yet.
+    pub fn has_unread(&self) -> bool {
+        self.unread
     }
 
     /// Adds a consumer with `credits`.
@@ -768,7 +784,7 @@ impl Dispatcher {
                 index += 1;
             }
         }
-        if waiting {
+        if waiting || self.unread {
             self.report_held(&mut out);
         }
         out
@@ -953,7 +969,8 @@ impl Dispatcher {
             }
             self.epochs[partition] += 1;
             self.active[partition] = new;
-            changed.extend(old.into_iter().chain(new));
+            // Everyone hears about a handover: standbys are told who is active.
+            changed.extend(self.consumers.keys().copied());
             let revoked: Vec<EventRef> = self
                 .outstanding
                 .keys()

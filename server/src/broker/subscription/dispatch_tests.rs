@@ -85,6 +85,26 @@ fn credits_cap_deliveries_and_zero_credits_report_held() {
 }
 
 #[test]
+fn unread_events_in_the_log_report_a_consumer_without_credits() {
+    let mut d = dispatcher(SubscriptionKind::Shared, 1, 0);
+    d.attach(1, "c", 0, 0).unwrap();
+    assert!(
+        d.dispatch(Instant::now()).is_empty(),
+        "nothing waiting, nothing said"
+    );
+    d.set_unread(true);
+    let out = d.dispatch(Instant::now());
+    assert!(matches!(
+        out[..],
+        [Output::Held {
+            consumer: 1,
+            reason: HeldReason::NoCredits,
+            ..
+        }]
+    ));
+}
+
+#[test]
 fn shared_round_robins_over_consumers_with_credits() {
     let now = Instant::now();
     let mut d = dispatcher(SubscriptionKind::Shared, 1, 0);

@@ -78,10 +78,12 @@ struct Running {
     cache: HashMap<EventRef, StoredRecord>,
     /// Where each consumer's events go.
     consumers: HashMap<u64, mpsc::UnboundedSender<ConsumerEvent>>,
-    /// Cursor changed since the last flush.
+    /// Cursor changed since the last snapshot went to the flusher.
     dirty: bool,
     acks_since_flush: u64,
     flush_due: Option<Instant>,
+    /// The latest cursor snapshot, written by the flusher task.
+    cursor_tx: watch::Sender<Option<Vec<AckSet>>>,
     /// Dead-letter publishes report back here.
     dlq_tx: mpsc::UnboundedSender<(EventRef, bool)>,
     dlq_rx: mpsc::UnboundedReceiver<(EventRef, bool)>,
@@ -91,6 +93,15 @@ impl SubscriptionTask {
     /// Runs until stopped (delete, topic delete, shutdown) or storage fails.
     pub async fn run(mut self) {
         let (dlq_tx, dlq_rx) = mpsc::unbounded_channel();
+        let (cursor_tx, cursor_rx) = watch::channel(None);
+        let flusher = self.tasks.spawn(flush_cursors(
+            self.storage.clone(),
+            self.info.topic.clone(),
+            self.info.name.clone(),
+            self.marks.clone(),
+            cursor_rx,
+            self.ctx.cursor_flush_interval,
+        ));
         let mut run = Running {
             ends: self.logs.iter().map(|l| l.watch_end()).collect(),
             read_pos: self
@@ -104,14 +115,19 @@ impl SubscriptionTask {
             dirty: false,
             acks_since_flush: 0,
             flush_due: None,
+            cursor_tx,
             dlq_tx,
             dlq_rx,
         };
         let outcome = self.serve(&mut run).await;
-        let deleting = self.deleting.load(Ordering::Acquire);
-        if !deleting {
-            self.flush(&mut run).await;
+        if !self.deleting.load(Ordering::Acquire) {
+            self.flush(&mut run);
         }
+        // Dropping `run` drops the snapshot sender: the flusher writes the
+        // last snapshot, then ends.
+        let consumers: Vec<_> = run.consumers.drain().collect();
+        drop(run);
+        let _ = flusher.await;
         let reason = match outcome {
             Ok(()) if self.broker.is_closing() => BrokerError::ShuttingDown,
             Ok(()) => BrokerError::SubscriptionClosed,
@@ -120,7 +136,7 @@ impl SubscriptionTask {
                 error
             }
         };
-        for (_, tx) in run.consumers.drain() {
+        for (_, tx) in consumers {
             let _ = tx.send(ConsumerEvent::Closed(clone_error(&reason)));
         }
     }
@@ -132,14 +148,20 @@ impl SubscriptionTask {
             let outputs = self.dispatcher.dispatch(now);
             self.apply(run, outputs)?;
             if run.dirty && run.acks_since_flush >= self.ctx.cursor_flush_acks {
-                self.flush(run).await;
+                self.flush(run);
             }
             let wakeup = self.dispatcher.next_wakeup();
             let flush_due = run.flush_due;
-            // Wake on new events only while there is room to read them;
+            // Wake on new events while there is room to read them, or to
+            // learn that events are waiting (so held consumers are told);
             // clones share the originals' "seen" versions.
             let room = self.dispatcher.read_ahead(READ_AHEAD_CAP) > self.dispatcher.fresh_len();
-            let mut watchers = if room { run.ends.clone() } else { Vec::new() };
+            let wake_on_data = room || !self.dispatcher.has_unread();
+            let mut watchers = if wake_on_data {
+                run.ends.clone()
+            } else {
+                Vec::new()
+            };
             let new_data = async move {
                 if watchers.is_empty() {
                     return std::future::pending::<()>().await;
@@ -173,14 +195,26 @@ impl SubscriptionTask {
                     let outputs = self.dispatcher.tick(Instant::now());
                     self.apply(run, outputs)?;
                 }
-                _ = sleep_until(flush_due), if flush_due.is_some() => self.flush(run).await,
+                _ = sleep_until(flush_due), if flush_due.is_some() => self.flush(run),
                 _ = new_data => {}
             }
         }
     }
 
-    /// Reads fresh events while the dispatcher can use them.
+    /// Reads fresh events while the dispatcher can use them, and tells it
+    /// whether more are waiting in the log.
     fn fill(&mut self, run: &mut Running) -> Result<(), BrokerError> {
+        self.read_fresh(run)?;
+        // Marks every end as seen: it is either read or recorded as unread,
+        // so waiting on the watchers below cannot spin.
+        let unread = (0..self.logs.len())
+            .map(|p| run.read_pos[p] < *run.ends[p].borrow_and_update())
+            .fold(false, |any, u| any || u);
+        self.dispatcher.set_unread(unread);
+        Ok(())
+    }
+
+    fn read_fresh(&mut self, run: &mut Running) -> Result<(), BrokerError> {
         let limit = self.dispatcher.read_ahead(READ_AHEAD_CAP);
         let key_shared = self.dispatcher.kind() == SubscriptionKind::KeyShared;
         loop {
@@ -469,7 +503,7 @@ impl SubscriptionTask {
         run.cache.clear();
         self.dispatcher.seek(cursors);
         run.dirty = true;
-        self.flush(run).await;
+        self.flush(run);
         tracing::info!(topic = %self.info.topic, subscription = %self.info.name, ?position, "subscription seeked");
         Ok(())
     }
@@ -513,35 +547,17 @@ impl SubscriptionTask {
         }
     }
 
-    /// Persists the cursor if it changed. A failed write is logged and kept
-    /// dirty: acks stay in memory and the next flush tries again.
-    async fn flush(&self, run: &mut Running) {
+    /// Hands the current cursor to the flusher if it changed. The write
+    /// happens off this task, so delivery never waits for an fsync.
+    fn flush(&self, run: &mut Running) {
         run.flush_due = None;
         if !run.dirty {
             return;
         }
-        let record = CursorRecord {
-            partitions: self.dispatcher.cursors().to_vec(),
-        };
-        let bytes = serde_json::to_vec(&record).expect("cursors always serialize");
-        let storage = self.storage.clone();
-        let (topic, name) = (self.info.topic.clone(), self.info.name.clone());
-        let written =
-            tokio::task::spawn_blocking(move || storage.write_cursor(&topic, &name, &bytes)).await;
-        match written {
-            Ok(Ok(())) => {
-                run.dirty = false;
-                run.acks_since_flush = 0;
-                for (mark, cursor) in self.marks.iter().zip(self.dispatcher.cursors()) {
-                    mark.store(cursor.mark_delete(), Ordering::Relaxed);
-                }
-            }
-            Ok(Err(error)) => {
-                tracing::error!(topic = %self.info.topic, subscription = %self.info.name, %error, "cursor flush failed; retrying");
-                run.flush_due = Some(Instant::now() + self.ctx.cursor_flush_interval);
-            }
-            Err(join) => tracing::error!(%join, "cursor flush task failed"),
-        }
+        run.dirty = false;
+        run.acks_since_flush = 0;
+        run.cursor_tx
+            .send_replace(Some(self.dispatcher.cursors().to_vec()));
     }
 
     fn storage_error(&self, partition: u32, source: StorageError) -> BrokerError {
@@ -576,6 +592,57 @@ fn report(run: &mut Running, consumer: u64, invalid: Vec<String>, stale: Vec<Str
 fn event_key(payload: &Bytes) -> Option<u64> {
     let event = Event::decode(payload.clone()).ok()?;
     (!event.key.is_empty()).then(|| hash64(&event.key))
+}
+
+/// Writes each new cursor snapshot (the latest wins when writes are slower
+/// than acks), at most once per `interval`, until the sender is dropped and
+/// the last snapshot is written. A failed write is retried; the marks used
+/// by retention only move once a cursor is on disk.
+async fn flush_cursors(
+    storage: Arc<dyn Storage>,
+    topic: String,
+    name: String,
+    marks: Arc<Vec<AtomicU64>>,
+    mut snapshots: watch::Receiver<Option<Vec<AckSet>>>,
+    interval: Duration,
+) {
+    while snapshots.changed().await.is_ok() {
+        let Some(cursors) = snapshots.borrow_and_update().clone() else {
+            continue;
+        };
+        let bytes = serde_json::to_vec(&CursorRecord {
+            partitions: cursors.clone(),
+        })
+        .expect("cursors always serialize");
+        let mut failures = 0;
+        loop {
+            let (s, t, n, b) = (storage.clone(), topic.clone(), name.clone(), bytes.clone());
+            match tokio::task::spawn_blocking(move || s.write_cursor(&t, &n, &b)).await {
+                Ok(Ok(())) => {
+                    for (mark, cursor) in marks.iter().zip(&cursors) {
+                        mark.store(cursor.mark_delete(), Ordering::Relaxed);
+                    }
+                    break;
+                }
+                // The subscription (or its topic) was deleted meanwhile.
+                Ok(Err(error)) if error.is_not_found() => return,
+                Ok(Err(error)) => {
+                    tracing::error!(%topic, subscription = %name, %error, "cursor flush failed; retrying")
+                }
+                Err(join) => tracing::error!(%join, "cursor flush task failed; retrying"),
+            }
+            failures += 1;
+            let closed = snapshots.has_changed().is_err();
+            if (closed && failures >= 5) || snapshots.has_changed().unwrap_or(false) {
+                // Give up at shutdown, or let a newer snapshot supersede.
+                break;
+            }
+            tokio::time::sleep(interval).await;
+        }
+        if snapshots.has_changed().is_ok() {
+            tokio::time::sleep(interval).await;
+        }
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {
