@@ -207,9 +207,10 @@ impl SubscriptionTask {
         self.read_fresh(run)?;
         // Marks every end as seen: it is either read or recorded as unread,
         // so waiting on the watchers below cannot spin.
-        let unread = (0..self.logs.len())
-            .map(|p| run.read_pos[p] < *run.ends[p].borrow_and_update())
-            .fold(false, |any, u| any || u);
+        let mut unread = false;
+        for (end, read_pos) in run.ends.iter_mut().zip(&run.read_pos) {
+            unread |= *read_pos < *end.borrow_and_update();
+        }
         self.dispatcher.set_unread(unread);
         Ok(())
     }
