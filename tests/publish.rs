@@ -188,3 +188,29 @@ async fn topics_are_created_listed_updated_and_deleted() {
         .unwrap_err();
     assert_eq!(again.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_keyless_event_is_deduplicated_on_a_partitioned_topic() {
+    let (server, _dir) = Herald::start(&["--default-partitions", "8"]);
+    let client = server.client().await;
+    let first = client
+        .publish("retries", vec![event("order-42", 10)])
+        .await
+        .unwrap();
+    // Other publishes move the round-robin on; the retry must still be found.
+    for i in 0..5 {
+        client
+            .publish("retries", vec![event("", 10), event(&format!("x{i}"), 10)])
+            .await
+            .unwrap();
+    }
+    let retry = client
+        .publish("retries", vec![event("order-42", 10)])
+        .await
+        .unwrap();
+    assert!(retry[0].duplicate);
+    assert_eq!(
+        (retry[0].partition, retry[0].offset),
+        (first[0].partition, first[0].offset)
+    );
+}

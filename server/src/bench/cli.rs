@@ -123,6 +123,10 @@ pub struct PublishArgs {
     /// (an existing topic is kept as is).
     #[arg(long)]
     pub create_topic_fsync: Option<Fsync>,
+    /// With --create-topic-fsync: the new topic's dedup window, e.g. 2m;
+    /// 0s turns dedup off [default: the server's]
+    #[arg(long, requires = "create_topic_fsync", value_parser = humantime::parse_duration)]
+    pub create_topic_dedup_window: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +208,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 batch_size: args.batch_size,
                 mode: args.mode,
                 create_topic_fsync: args.create_topic_fsync,
+                create_topic_dedup_window: args.create_topic_dedup_window,
             })
             .await?;
             print(&report, &args.load.output)

@@ -49,6 +49,9 @@ pub struct PublishOptions {
     pub mode: PublishMode,
     /// Create the topic with this fsync policy first (an existing topic is kept).
     pub create_topic_fsync: Option<Fsync>,
+    /// With `create_topic_fsync`: the new topic's dedup window (zero turns
+    /// dedup off); the server's default when `None`.
+    pub create_topic_dedup_window: Option<Duration>,
 }
 
 /// Publishes as configured and reports. `opts.load.rate` counts events per
@@ -60,7 +63,8 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<LoadReport> {
     load.validate()?;
     let channels = load::connect_all(&load).await?;
     if let Some(fsync) = opts.create_topic_fsync {
-        create_topic(channels[0].clone(), &opts.topic, fsync).await?;
+        let dedup_window = opts.create_topic_dedup_window;
+        create_topic(channels[0].clone(), &opts.topic, fsync, dedup_window).await?;
     }
     let events: Vec<Event> = (0..opts.batch_size)
         .map(|_| bench_event(opts.event_size))
@@ -111,8 +115,13 @@ fn bench_event(size: usize) -> Event {
     }
 }
 
-/// Admin.CreateTopic with `fsync`; an existing topic is fine.
-async fn create_topic(channel: Channel, topic: &str, fsync: Fsync) -> anyhow::Result<()> {
+/// Admin.CreateTopic with `fsync` (and `dedup_window`); an existing topic is fine.
+async fn create_topic(
+    channel: Channel,
+    topic: &str,
+    fsync: Fsync,
+    dedup_window: Option<Duration>,
+) -> anyhow::Result<()> {
     let fsync_policy = match fsync {
         Fsync::Batch => FsyncPolicy::Batch,
         Fsync::Interval => FsyncPolicy::Interval,
@@ -122,6 +131,10 @@ async fn create_topic(channel: Channel, topic: &str, fsync: Fsync) -> anyhow::Re
         name: topic.to_owned(),
         config: Some(TopicConfig {
             fsync_policy: fsync_policy as i32,
+            dedup_window: dedup_window.map(|d| prost_types::Duration {
+                seconds: d.as_secs() as i64,
+                nanos: d.subsec_nanos() as i32,
+            }),
             ..TopicConfig::default()
         }),
     };
@@ -279,6 +292,7 @@ mod tests {
                 batch_size: 10,
                 mode,
                 create_topic_fsync: Some(Fsync::None),
+                create_topic_dedup_window: None,
             })
             .await
             .unwrap();

@@ -64,6 +64,10 @@ pub struct RecoveryReport {
     /// `FileStorage::open` + `open_partition` in this process, per run.
     pub open_in_process_ms: Vec<f64>,
     pub open_in_process: Spread,
+    /// The same open with a zero dedup window (no id scan): what recovery
+    /// costs once the records are older than the window.
+    pub open_without_dedup_ms: Vec<f64>,
+    pub open_without_dedup: Spread,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -116,18 +120,12 @@ async fn recovery(opts: &StartupOptions) -> anyhow::Result<RecoveryReport> {
         start_ms.push(ms(server.ready_after));
         server.stop().await?;
     }
-    let mut open_in_process_ms = Vec::with_capacity(opts.runs);
-    for _ in 0..opts.runs {
-        let started = Instant::now();
-        let storage = FileStorage::open(dir.path())?;
-        let log = storage.open_partition(RECOVERY_TOPIC, 0, settings.log_config())?;
-        open_in_process_ms.push(ms(started.elapsed()));
-        anyhow::ensure!(
-            log.stats().records() == events,
-            "recovered {} of {events} records",
-            log.stats().records()
-        );
-    }
+    let open_in_process_ms = time_open(dir.path(), &settings, events, opts.runs)?;
+    let no_dedup = TopicSettings {
+        dedup_window: Duration::ZERO,
+        ..settings.clone()
+    };
+    let open_without_dedup_ms = time_open(dir.path(), &no_dedup, events, opts.runs)?;
     Ok(RecoveryReport {
         bytes,
         events,
@@ -137,7 +135,29 @@ async fn recovery(opts: &StartupOptions) -> anyhow::Result<RecoveryReport> {
         start_ms,
         open_in_process: Spread::of(&open_in_process_ms),
         open_in_process_ms,
+        open_without_dedup: Spread::of(&open_without_dedup_ms),
+        open_without_dedup_ms,
     })
+}
+
+/// Times `FileStorage::open` + `open_partition` of the recovery log `runs`
+/// times, checking every record is found.
+fn time_open(
+    dir: &Path,
+    settings: &TopicSettings,
+    events: u64,
+    runs: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let storage = FileStorage::open(dir)?;
+        let log = storage.open_partition(RECOVERY_TOPIC, 0, settings.log_config())?;
+        times.push(ms(started.elapsed()));
+        let records = log.stats().records();
+        anyhow::ensure!(records == events, "recovered {records} of {events} records");
+    }
+    Ok(times)
 }
 
 /// Creates the recovery topic through the broker (so the server finds its
@@ -222,6 +242,12 @@ impl std::fmt::Display for StartupReport {
                 "  FileStorage open+open_partition",
                 &r.open_in_process,
                 &r.open_in_process_ms,
+            )?;
+            row(
+                f,
+                "  the same, dedup window 0",
+                &r.open_without_dedup,
+                &r.open_without_dedup_ms,
             )?;
             write!(
                 f,

@@ -246,8 +246,8 @@ impl Broker {
         let handle = self.topic_for_publish(topic)?;
         let max_event_bytes = handle.settings.read().max_event_bytes;
         let partition_count = handle.partitions.len() as u32;
-        // Keyless events of one publish share a partition (sticky round
-        // robin), so a batch stays one append and keeps its order.
+        // Keyless events without an id share a partition per publish (sticky
+        // round robin), so a batch stays one append and keeps its order.
         let sticky =
             (handle.round_robin.fetch_add(1, Ordering::Relaxed) % partition_count as u64) as u32;
 
@@ -255,7 +255,12 @@ impl Broker {
             .map(|_| (Vec::new(), Vec::new(), 0))
             .collect();
         let mut receipts = Vec::with_capacity(events.len());
+        // Only ids the producer chose are deduplicated: an id the broker
+        // makes up is new by construction, and remembering it would cost
+        // memory and time for nothing.
+        let mut producer_ids = Vec::with_capacity(events.len());
         for (index, event) in events.iter_mut().enumerate() {
+            producer_ids.push(!event.id.is_empty());
             if event.id.is_empty() {
                 event.id = uuid::Uuid::now_v7().to_string();
             } else if event.id.len() > MAX_EVENT_ID_BYTES {
@@ -277,10 +282,15 @@ impl Broker {
                     limit: max_event_bytes,
                 });
             }
-            let partition = if event.key.is_empty() {
-                sticky
-            } else {
+            // Dedup is per partition, so a keyless event with the
+            // producer's id goes where its id hashes: a retry lands on the
+            // same partition and is recognised.
+            let partition = if !event.key.is_empty() {
                 partition_for_key(&event.key, partition_count)
+            } else if producer_ids[index] {
+                partition_for_key(&event.id, partition_count)
+            } else {
+                sticky
             };
             let group = &mut groups[partition as usize];
             group.0.push(index);
@@ -301,7 +311,11 @@ impl Broker {
                 .map(|&index| {
                     let event = &events[index];
                     NewRecord {
-                        id: Bytes::copy_from_slice(event.id.as_bytes()),
+                        id: if producer_ids[index] {
+                            Bytes::copy_from_slice(event.id.as_bytes())
+                        } else {
+                            Bytes::new()
+                        },
                         payload: Bytes::from(event.encode_to_vec()),
                     }
                 })
