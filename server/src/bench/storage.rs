@@ -226,20 +226,4 @@ mod tests {
                 .contains("append_events_per_sec")
         );
     }
-
-    /// Release-mode check of the throughput targets; run with
-    /// `cargo test --release -p herald-server --lib storage_bench_targets -- --ignored --nocapture`.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore]
-    async fn storage_bench_targets() {
-        for concurrency in [4, 8, 16] {
-            let report = run(StorageBenchOptions {
-                concurrency,
-                ..StorageBenchOptions::default()
-            })
-            .await
-            .unwrap();
-            println!("{report}\n{}", serde_json::to_string(&report).unwrap());
-        }
-    }
 }
