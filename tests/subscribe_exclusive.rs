@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::consumer::{AttachSpec, TestConsumer, handles};
+use common::consumer::{AttachSpec, TestConsumer, handles, wait_stats};
 use common::{Herald, event};
 use herald::StatusExt;
 use herald::v1::subscribe_request::Request as ClientMessage;
@@ -40,37 +40,6 @@ async fn publish(client: &Client, topic: &str, prefix: &str, count: usize) {
         )
         .await
         .unwrap();
-}
-
-async fn stats(client: &Client, topic: &str, name: &str) -> SubscriptionStats {
-    client
-        .admin()
-        .get_subscription_stats(GetSubscriptionStatsRequest {
-            topic: topic.into(),
-            name: name.into(),
-        })
-        .await
-        .expect("subscription stats")
-        .into_inner()
-}
-
-/// Polls stats until `done` holds (acks are applied asynchronously).
-async fn wait_stats(
-    client: &Client,
-    topic: &str,
-    name: &str,
-    what: &str,
-    done: impl Fn(&SubscriptionStats) -> bool,
-) -> SubscriptionStats {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let s = stats(client, topic, name).await;
-        if done(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "{what} never happened: {s:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,11 +7,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::consumer::{AttachSpec, TestConsumer, handles};
+use common::consumer::{AttachSpec, TestConsumer, handles, stats, wait_stats};
 use common::{Herald, event};
 use herald::v1::subscribe_response::Response as ServerMessage;
 use herald::v1::*;
-use herald_client::Client;
 
 /// How long "nothing more arrives" is waited for.
 const QUIET: Duration = Duration::from_millis(400);
@@ -70,38 +69,6 @@ async fn ack_result(consumer: &mut TestConsumer, timeout: Duration) -> Option<Ac
             Ok(_) => continue,
             Err(status) => panic!("stream failed: {status:?}"),
         }
-    }
-}
-
-async fn stats(client: &Client, topic: &str, name: &str) -> SubscriptionStats {
-    client
-        .admin()
-        .get_subscription_stats(GetSubscriptionStatsRequest {
-            topic: topic.into(),
-            name: name.into(),
-        })
-        .await
-        .expect("subscription stats")
-        .into_inner()
-}
-
-/// Polls the subscription's stats until `done` holds (acks are applied
-/// asynchronously to the stream that carried them).
-async fn wait_stats(
-    client: &Client,
-    topic: &str,
-    name: &str,
-    what: &str,
-    done: impl Fn(&SubscriptionStats) -> bool,
-) -> SubscriptionStats {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let s = stats(client, topic, name).await;
-        if done(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "{what} never happened: {s:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

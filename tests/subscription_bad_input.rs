@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::consumer::{AttachSpec, TestConsumer, earliest, handles, open, request};
+use common::consumer::{AttachSpec, TestConsumer, earliest, handles, open, request, stats};
 use common::{Herald, event};
 use herald::StatusExt;
 use herald::v1::subscribe_request::Request as ClientMessage;
@@ -90,18 +90,6 @@ fn attach_message(topic: &str, subscription: &str, kind: i32) -> SubscribeReques
         initial_credits: 10,
         ..Default::default()
     }))
-}
-
-async fn stats(client: &Client, topic: &str, name: &str) -> SubscriptionStats {
-    client
-        .admin()
-        .get_subscription_stats(GetSubscriptionStatsRequest {
-            topic: topic.into(),
-            name: name.into(),
-        })
-        .await
-        .expect("subscription stats")
-        .into_inner()
 }
 
 async fn create_topic(client: &Client, name: &str) {

@@ -228,3 +228,39 @@ impl TestConsumer {
 pub fn handles(events: &[DeliveredEvent]) -> Vec<String> {
     events.iter().map(|e| e.ack_handle.clone()).collect()
 }
+
+/// A subscription's stats from the Admin API.
+pub async fn stats(client: &herald_client::Client, topic: &str, name: &str) -> SubscriptionStats {
+    client
+        .admin()
+        .get_subscription_stats(GetSubscriptionStatsRequest {
+            topic: topic.into(),
+            name: name.into(),
+        })
+        .await
+        .expect("subscription stats")
+        .into_inner()
+}
+
+/// Polls a subscription's stats until `done` holds (acks are applied
+/// asynchronously to the stream that carried them); fails after 10 s.
+pub async fn wait_stats(
+    client: &herald_client::Client,
+    topic: &str,
+    name: &str,
+    what: &str,
+    done: impl Fn(&SubscriptionStats) -> bool,
+) -> SubscriptionStats {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = stats(client, topic, name).await;
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never happened: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
