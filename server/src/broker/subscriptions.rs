@@ -414,3 +414,112 @@ pub(super) fn retention_floor(topic: &Topic, partition: usize) -> Option<u64> {
         .filter_map(|s| s.marks.get(partition).map(|m| m.load(Ordering::Relaxed)))
         .min()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use herald::v1::Event;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::broker::subscription::{ConsumerEvent, RedeliveryPolicy, SubscriptionKind};
+    use crate::broker::{BrokerConfig, TopicSettingsPatch};
+    use crate::storage::memory::MemoryStorage;
+
+    fn broker() -> Broker {
+        Broker::open(
+            Arc::new(MemoryStorage::new()),
+            BrokerConfig::default(),
+            CancellationToken::new(),
+        )
+        .unwrap()
+    }
+
+    fn events(n: usize) -> Vec<Event> {
+        (0..n)
+            .map(|i| Event {
+                id: format!("e{i}"),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn spec(kind: SubscriptionKind) -> SubscriptionSpec {
+        SubscriptionSpec {
+            kind,
+            initial_position: Position::Earliest,
+            ack_deadline: Some(Duration::from_secs(30)),
+            redelivery: RedeliveryPolicy::default(),
+            dead_letter_topic: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unacked_delivery_comes_back_after_the_ack_deadline() {
+        let broker = broker();
+        broker.publish("t", events(1)).await.unwrap();
+        let options = AttachOptions {
+            consumer_name: "c".into(),
+            priority: 0,
+            credits: 10,
+        };
+        let mut consumer = broker
+            .attach("t", "s", &spec(SubscriptionKind::Exclusive), options)
+            .await
+            .unwrap();
+        let first = match consumer.events.recv().await {
+            Some(ConsumerEvent::Events(records)) => records,
+            other => panic!("expected events, got {other:?}"),
+        };
+        assert_eq!(first[0].attempt, 1);
+        // Paused time: the deadline (30 s) plus the first backoff (1 s) pass
+        // without sleeping for real.
+        let started = tokio::time::Instant::now();
+        let again = match consumer.events.recv().await {
+            Some(ConsumerEvent::Events(records)) => records,
+            other => panic!("expected a redelivery, got {other:?}"),
+        };
+        assert_eq!(again[0].attempt, 2);
+        assert_eq!(again[0].record.offset, first[0].record.offset);
+        assert!(started.elapsed() >= Duration::from_secs(31));
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_what_a_subscription_has_not_acknowledged() {
+        let broker = broker();
+        let patch = TopicSettingsPatch {
+            retention_bytes: Some(1),
+            ..Default::default()
+        };
+        broker.create_topic("kept", &patch).unwrap();
+        broker
+            .create_subscription("kept", "slow", &spec(SubscriptionKind::Shared))
+            .unwrap();
+        for _ in 0..3 {
+            broker.publish("kept", events(5000)).await.unwrap();
+        }
+        broker.enforce_retention();
+        let stats = broker.topic_stats("kept").unwrap();
+        assert_eq!(
+            stats.partitions[0].first_offset, 0,
+            "nothing acknowledged, nothing deleted"
+        );
+
+        // Once the subscription has moved on (and its cursor is on disk),
+        // retention deletes what it no longer needs.
+        broker.seek("kept", "slow", Position::Latest).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            broker.enforce_retention();
+            if broker.topic_stats("kept").unwrap().partitions[0].first_offset > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "retention never ran past the cursor"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
