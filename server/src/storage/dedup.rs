@@ -75,6 +75,25 @@ impl DedupWindow {
         }
     }
 
+    /// Adds every live entry of `newer`, a window of records appended after
+    /// everything in `self` (so its append times are never older), keeping
+    /// `newer`'s answer for an id both hold. Used to install a window rebuilt
+    /// in the background without losing ids appended meanwhile.
+    pub fn merge_newer(&mut self, newer: DedupWindow) {
+        let DedupWindow {
+            mut by_id, order, ..
+        } = newer;
+        for (ts, id) in order {
+            // Only the live entry of an id carries its offset.
+            if let Some(&(offset, t)) = by_id.get(&id)
+                && t == ts
+            {
+                by_id.remove(&id);
+                self.insert(id, offset, ts);
+            }
+        }
+    }
+
     /// Forgets ids stored at offsets below `first_offset` (deleted by retention).
     pub fn forget_below(&mut self, first_offset: u64) {
         self.by_id.retain(|_, (offset, _)| *offset >= first_offset);
@@ -103,6 +122,36 @@ mod tests {
         assert_eq!(w.lookup(&id, 10_500), Some((7, 10_000)));
         assert_eq!(w.lookup(&id, 11_001), None);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn merge_keeps_both_windows_and_prefers_the_newer_answer() {
+        let mut old = DedupWindow::new(1_000);
+        old.insert(Bytes::from_static(b"a"), 1, 10_000);
+        old.insert(Bytes::from_static(b"b"), 2, 10_100);
+        let mut newer = DedupWindow::new(1_000);
+        newer.insert(Bytes::from_static(b"b"), 5, 10_200);
+        newer.insert(Bytes::from_static(b"c"), 6, 10_300);
+        old.merge_newer(newer);
+        assert_eq!(old.len(), 3);
+        assert_eq!(
+            old.lookup(&Bytes::from_static(b"a"), 10_500),
+            Some((1, 10_000))
+        );
+        assert_eq!(
+            old.lookup(&Bytes::from_static(b"b"), 10_500),
+            Some((5, 10_200))
+        );
+        assert_eq!(
+            old.lookup(&Bytes::from_static(b"c"), 10_500),
+            Some((6, 10_300))
+        );
+        // The older entry of "b" expiring does not forget the newer one.
+        assert_eq!(
+            old.lookup(&Bytes::from_static(b"b"), 11_150),
+            Some((5, 10_200))
+        );
+        assert_eq!(old.lookup(&Bytes::from_static(b"a"), 11_150), None);
     }
 
     #[test]
