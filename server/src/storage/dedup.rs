@@ -126,32 +126,25 @@ mod tests {
 
     #[test]
     fn merge_keeps_both_windows_and_prefers_the_newer_answer() {
+        let id = |s: &'static str| Bytes::from_static(s.as_bytes());
         let mut old = DedupWindow::new(1_000);
-        old.insert(Bytes::from_static(b"a"), 1, 10_000);
-        old.insert(Bytes::from_static(b"b"), 2, 10_100);
+        old.insert(id("a"), 1, 10_000);
+        old.insert(id("b"), 2, 10_100);
         let mut newer = DedupWindow::new(1_000);
-        newer.insert(Bytes::from_static(b"b"), 5, 10_200);
-        newer.insert(Bytes::from_static(b"c"), 6, 10_300);
+        newer.insert(id("b"), 5, 10_200);
+        newer.insert(id("c"), 6, 10_300);
         old.merge_newer(newer);
         assert_eq!(old.len(), 3);
-        assert_eq!(
-            old.lookup(&Bytes::from_static(b"a"), 10_500),
-            Some((1, 10_000))
-        );
-        assert_eq!(
-            old.lookup(&Bytes::from_static(b"b"), 10_500),
-            Some((5, 10_200))
-        );
-        assert_eq!(
-            old.lookup(&Bytes::from_static(b"c"), 10_500),
-            Some((6, 10_300))
-        );
-        // The older entry of "b" expiring does not forget the newer one.
-        assert_eq!(
-            old.lookup(&Bytes::from_static(b"b"), 11_150),
-            Some((5, 10_200))
-        );
-        assert_eq!(old.lookup(&Bytes::from_static(b"a"), 11_150), None);
+        // At 11 150 the older entry of "b" expires, but not the newer one.
+        for (key, now, want) in [
+            ("a", 10_500, Some((1, 10_000))),
+            ("b", 10_500, Some((5, 10_200))),
+            ("c", 10_500, Some((6, 10_300))),
+            ("b", 11_150, Some((5, 10_200))),
+            ("a", 11_150, None),
+        ] {
+            assert_eq!(old.lookup(&id(key), now), want, "{key} at {now}");
+        }
     }
 
     #[test]
