@@ -64,6 +64,10 @@ pub struct RecoveryReport {
     /// `FileStorage::open` + `open_partition` in this process, per run.
     pub open_in_process_ms: Vec<f64>,
     pub open_in_process: Spread,
+    /// The same open, then appending a duplicate of the first record: the
+    /// append waits for the dedup window rebuild (which runs after open).
+    pub open_to_first_append_ms: Vec<f64>,
+    pub open_to_first_append: Spread,
     /// The same open with a zero dedup window (no id scan): what recovery
     /// costs once the records are older than the window.
     pub open_without_dedup_ms: Vec<f64>,
@@ -120,12 +124,13 @@ async fn recovery(opts: &StartupOptions) -> anyhow::Result<RecoveryReport> {
         start_ms.push(ms(server.ready_after));
         server.stop().await?;
     }
-    let open_in_process_ms = time_open(dir.path(), &settings, events, opts.runs)?;
+    let (open_in_process_ms, open_to_first_append_ms) =
+        time_open(dir.path(), &settings, events, opts.runs).await?;
     let no_dedup = TopicSettings {
         dedup_window: Duration::ZERO,
         ..settings.clone()
     };
-    let open_without_dedup_ms = time_open(dir.path(), &no_dedup, events, opts.runs)?;
+    let (open_without_dedup_ms, _) = time_open(dir.path(), &no_dedup, events, opts.runs).await?;
     Ok(RecoveryReport {
         bytes,
         events,
@@ -135,20 +140,25 @@ async fn recovery(opts: &StartupOptions) -> anyhow::Result<RecoveryReport> {
         start_ms,
         open_in_process: Spread::of(&open_in_process_ms),
         open_in_process_ms,
+        open_to_first_append: Spread::of(&open_to_first_append_ms),
+        open_to_first_append_ms,
         open_without_dedup: Spread::of(&open_without_dedup_ms),
         open_without_dedup_ms,
     })
 }
 
 /// Times `FileStorage::open` + `open_partition` of the recovery log `runs`
-/// times, checking every record is found.
-fn time_open(
+/// times, checking every record is found. With a dedup window, also times
+/// open to a first append (a duplicate of the first record, so the log does
+/// not grow) answering.
+async fn time_open(
     dir: &Path,
     settings: &TopicSettings,
     events: u64,
     runs: usize,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let mut times = Vec::with_capacity(runs);
+    let mut first_append = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = Instant::now();
         let storage = FileStorage::open(dir)?;
@@ -156,8 +166,23 @@ fn time_open(
         times.push(ms(started.elapsed()));
         let records = log.stats().records();
         anyhow::ensure!(records == events, "recovered {records} of {events} records");
+        if settings.dedup_window.is_zero() {
+            continue;
+        }
+        let first = log.read(0, 1, 0)?;
+        anyhow::ensure!(!first.is_empty(), "the recovery log is empty");
+        let duplicate = NewRecord {
+            id: first[0].id.clone(),
+            payload: Bytes::from_static(b"duplicate"),
+        };
+        let answer = log.append(vec![duplicate]).await?;
+        first_append.push(ms(started.elapsed()));
+        anyhow::ensure!(
+            answer[0].duplicate,
+            "the first record's id was not deduplicated"
+        );
     }
-    Ok(times)
+    Ok((times, first_append))
 }
 
 /// Creates the recovery topic through the broker (so the server finds its
@@ -242,6 +267,12 @@ impl std::fmt::Display for StartupReport {
                 "  FileStorage open+open_partition",
                 &r.open_in_process,
                 &r.open_in_process_ms,
+            )?;
+            row(
+                f,
+                "  open to first append (duplicate)",
+                &r.open_to_first_append,
+                &r.open_to_first_append_ms,
             )?;
             row(
                 f,

@@ -75,6 +75,25 @@ impl DedupWindow {
         }
     }
 
+    /// Adds every live entry of `newer`, a window of records appended after
+    /// everything in `self` (so its append times are never older), keeping
+    /// `newer`'s answer for an id both hold. Used to install a window rebuilt
+    /// in the background without losing ids appended meanwhile.
+    pub fn merge_newer(&mut self, newer: DedupWindow) {
+        let DedupWindow {
+            mut by_id, order, ..
+        } = newer;
+        for (ts, id) in order {
+            // Only the live entry of an id carries its offset.
+            if let Some(&(offset, t)) = by_id.get(&id)
+                && t == ts
+            {
+                by_id.remove(&id);
+                self.insert(id, offset, ts);
+            }
+        }
+    }
+
     /// Forgets ids stored at offsets below `first_offset` (deleted by retention).
     pub fn forget_below(&mut self, first_offset: u64) {
         self.by_id.retain(|_, (offset, _)| *offset >= first_offset);
@@ -103,6 +122,29 @@ mod tests {
         assert_eq!(w.lookup(&id, 10_500), Some((7, 10_000)));
         assert_eq!(w.lookup(&id, 11_001), None);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn merge_keeps_both_windows_and_prefers_the_newer_answer() {
+        let id = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let mut old = DedupWindow::new(1_000);
+        old.insert(id("a"), 1, 10_000);
+        old.insert(id("b"), 2, 10_100);
+        let mut newer = DedupWindow::new(1_000);
+        newer.insert(id("b"), 5, 10_200);
+        newer.insert(id("c"), 6, 10_300);
+        old.merge_newer(newer);
+        assert_eq!(old.len(), 3);
+        // At 11 150 the older entry of "b" expires, but not the newer one.
+        for (key, now, want) in [
+            ("a", 10_500, Some((1, 10_000))),
+            ("b", 10_500, Some((5, 10_200))),
+            ("c", 10_500, Some((6, 10_300))),
+            ("b", 11_150, Some((5, 10_200))),
+            ("a", 11_150, None),
+        ] {
+            assert_eq!(old.lookup(&id(key), now), want, "{key} at {now}");
+        }
     }
 
     #[test]

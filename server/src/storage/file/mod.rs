@@ -17,6 +17,12 @@
 //! Lock order: `FileStorage::logs` before `FileStorage::subscription_files`
 //! before a log's `Shared::state`; the syncer thread only ever takes
 //! `Shared::state`, and never holds it while calling `fsync`.
+//!
+//! Opening a log recovers it (fast: indexes let it skip sealed segments) and
+//! returns; refilling the dedup window, which reads every record appended
+//! within it, runs on a background rebuild thread (see [`DedupStatus`]). It
+//! reads without any lock and takes `Shared::state` only to install the
+//! window. Every append waits for the window first; nothing else does.
 
 pub mod format;
 mod recovery;
@@ -29,10 +35,10 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -420,6 +426,19 @@ impl Failure {
         }
     }
 
+    fn from_storage(what: &str, e: &StorageError) -> Self {
+        let raw_os_error = match e {
+            StorageError::Io { source, .. } | StorageError::Full { source, .. } => {
+                source.raw_os_error()
+            }
+            _ => None,
+        };
+        Failure {
+            raw_os_error,
+            message: format!("{what}: {e}"),
+        }
+    }
+
     fn to_error(&self, dir: &Path) -> StorageError {
         let source = match self.raw_os_error {
             Some(code) => io::Error::from_raw_os_error(code),
@@ -449,6 +468,27 @@ struct DurableState {
     closed: bool,
 }
 
+/// Where the background rebuild of the dedup window stands, published to
+/// appenders: an append waits while it is `Rebuilding`, so a duplicate sent
+/// right after a restart is still recognised.
+///
+/// Every append waits, including appends whose ids are all empty (which the
+/// window can never answer): letting them through would hand out offsets
+/// ahead of appends that arrived first and are still waiting, and the wait
+/// only lasts the rebuild, once per open.
+#[derive(Debug, Clone)]
+enum DedupStatus {
+    /// The rebuild thread is still reading the records in the window.
+    Rebuilding,
+    /// The window is complete (or dedup is off, or nothing was recent).
+    Ready,
+    /// The rebuild failed: appends answer this error rather than run with
+    /// an incomplete window. Reads are unaffected; reopening retries.
+    Failed(Failure),
+    /// The log closed before the rebuild finished: appends answer `Closed`.
+    Abandoned,
+}
+
 /// Everything behind the log's one lock.
 struct LogState {
     /// Segments in offset order; the last one is active.
@@ -457,7 +497,8 @@ struct LogState {
     next_offset: u64,
     /// Timestamp of the newest record, so timestamps never go backwards.
     last_timestamp: Option<i64>,
-    /// Recently appended ids.
+    /// Recently appended ids; holds only ids appended since open until the
+    /// rebuild thread installs the rebuilt window (see [`DedupStatus`]).
     dedup: DedupWindow,
     /// End of everything written to the page cache.
     written: Mark,
@@ -521,6 +562,10 @@ struct Shared {
     end_tx: watch::Sender<u64>,
     /// fsync calls made, for tests and benchmarks.
     fsyncs: AtomicU64,
+    /// Progress of the dedup window rebuild, awaited by appenders.
+    dedup_tx: watch::Sender<DedupStatus>,
+    /// Set by `close` to stop a rebuild in progress.
+    cancel_rebuild: AtomicBool,
 }
 
 impl Shared {
@@ -545,21 +590,49 @@ pub struct FileLog {
     shared: Arc<Shared>,
     /// The syncer thread, joined on close.
     syncer: Mutex<Option<JoinHandle<()>>>,
+    /// The dedup rebuild thread while it may run, stopped and joined on close.
+    rebuilder: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl FileLog {
     /// Opens the log in `dir` (creating it if missing), recovering a torn
-    /// tail and rebuilding indexes and the dedup window, and starts its
-    /// syncer thread.
-    pub fn open(dir: impl AsRef<Path>, mut config: LogConfig) -> Result<Arc<FileLog>> {
-        let dir = dir.as_ref().to_path_buf();
+    /// tail and rebuilding indexes, and starts its syncer thread. Returns
+    /// before the dedup window is refilled: a rebuild thread does that, and
+    /// appends wait for it (see [`DedupStatus`]).
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Arc<FileLog>> {
+        Self::open_with(dir.as_ref(), config, None)
+    }
+
+    /// [`FileLog::open`] with test control over the dedup rebuild.
+    #[cfg(test)]
+    fn open_hooked(dir: &Path, config: LogConfig, hook: Arc<RebuildHook>) -> Result<Arc<FileLog>> {
+        Self::open_with(dir, config, Some(hook))
+    }
+
+    fn open_with(
+        dir: &Path,
+        mut config: LogConfig,
+        hook: Option<Arc<RebuildHook>>,
+    ) -> Result<Arc<FileLog>> {
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir)
             .map_err(|e| StorageError::io(format!("creating {}", dir.display()), e))?;
         // Positions in the index are u32.
         config.segment_bytes = config.segment_bytes.min(u64::from(u32::MAX));
         let segments = recovery::recover(&dir, config.index_interval_bytes)?;
-        let mut dedup = DedupWindow::new(config.dedup_window.as_millis() as i64);
-        recovery::rebuild_dedup(&segments, &mut dedup, (config.clock)())?;
+        let window_ms = config.dedup_window.as_millis() as i64;
+        let window = DedupWindow::new(window_ms);
+        let horizon = window.horizon((config.clock)());
+        let scans = if window.enabled() {
+            recovery::dedup_scans(&segments, horizon)
+        } else {
+            Vec::new()
+        };
+        let status = if scans.is_empty() {
+            DedupStatus::Ready
+        } else {
+            DedupStatus::Rebuilding
+        };
         let last = &segments[segments.len() - 1];
         let mark = Mark {
             offset: last.end,
@@ -571,7 +644,8 @@ impl FileLog {
             segments,
             next_offset: mark.offset,
             last_timestamp,
-            dedup,
+            // Filled by the rebuild thread, if there is anything to rebuild.
+            dedup: DedupWindow::new(window_ms),
             written: mark,
             durable: mark,
             unsynced: Vec::new(),
@@ -594,16 +668,30 @@ impl FileLog {
             .0,
             end_tx: watch::channel(mark.offset).0,
             fsyncs: AtomicU64::new(0),
+            dedup_tx: watch::channel(status).0,
+            cancel_rebuild: AtomicBool::new(false),
         });
         let for_thread = shared.clone();
         let syncer = std::thread::Builder::new()
             .name("herald-syncer".into())
             .spawn(move || syncer_loop(&for_thread))
             .map_err(|e| StorageError::io("starting the syncer thread", e))?;
-        Ok(Arc::new(FileLog {
+        let log = Arc::new(FileLog {
             shared,
             syncer: Mutex::new(Some(syncer)),
-        }))
+            rebuilder: Mutex::new(None),
+        });
+        if !scans.is_empty() {
+            let for_thread = log.shared.clone();
+            // On error `log` drops, which stops the syncer and marks the
+            // rebuild abandoned.
+            let rebuilder = std::thread::Builder::new()
+                .name("herald-dedup".into())
+                .spawn(move || rebuild_loop(&for_thread, &scans, window, horizon, hook))
+                .map_err(|e| StorageError::io("starting the dedup rebuild thread", e))?;
+            *log.rebuilder.lock() = Some(rebuilder);
+        }
+        Ok(log)
     }
 
     /// fsync calls made by this log so far.
@@ -624,9 +712,25 @@ impl FileLog {
             s.closed = true;
             s.shutdown = true;
         }
+        self.shared.cancel_rebuild.store(true, Ordering::Relaxed);
         self.shared.work.notify_all();
         // Wake live readers so they see `Closed` instead of waiting forever.
         self.shared.end_tx.send_modify(|_| {});
+        // The rebuild stops at its next batch boundary.
+        if let Some(handle) = self.rebuilder.lock().take()
+            && handle.join().is_err()
+        {
+            tracing::error!(dir = %self.shared.dir.display(), "dedup rebuild thread panicked");
+        }
+        // Wake appenders still waiting for the window (if the rebuild never
+        // started or never published).
+        self.shared.dedup_tx.send_if_modified(|status| {
+            let pending = matches!(status, DedupStatus::Rebuilding);
+            if pending {
+                *status = DedupStatus::Abandoned;
+            }
+            pending
+        });
         if let Some(handle) = self.syncer.lock().take()
             && handle.join().is_err()
         {
@@ -767,6 +871,25 @@ impl FileLog {
         Ok(())
     }
 
+    /// Waits until the dedup window is complete; see [`DedupStatus`].
+    async fn wait_dedup_ready(&self) -> Result<()> {
+        // After the rebuild this is one uncontended read lock per append.
+        if matches!(*self.shared.dedup_tx.borrow(), DedupStatus::Ready) {
+            return Ok(());
+        }
+        let mut rx = self.shared.dedup_tx.subscribe();
+        let status = rx
+            .wait_for(|status| !matches!(status, DedupStatus::Rebuilding))
+            .await
+            .map_err(|_| StorageError::Closed)?
+            .clone();
+        match status {
+            DedupStatus::Ready => Ok(()),
+            DedupStatus::Failed(f) => Err(f.to_error(&self.shared.dir)),
+            DedupStatus::Rebuilding | DedupStatus::Abandoned => Err(StorageError::Closed),
+        }
+    }
+
     async fn wait_durable(&self, target: u64, served: u64) -> Result<()> {
         let mut rx = self.shared.durable_tx.subscribe();
         let state = *rx
@@ -788,6 +911,91 @@ impl Drop for FileLog {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// What a failed dedup rebuild says it was doing.
+const REBUILDING: &str = "rebuilding the dedup window";
+
+/// Test control over the dedup rebuild thread (tests only build one).
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Debug, Default)]
+struct RebuildHook {
+    /// While set (and the log open), the rebuild does not start.
+    hold: AtomicBool,
+    /// When set, the rebuild fails with an I/O error instead of reading.
+    fail: AtomicBool,
+}
+
+/// The dedup rebuild thread: reads the records in the window without any
+/// lock, installs the window, and publishes the outcome to waiting appenders.
+fn rebuild_loop(
+    sh: &Shared,
+    scans: &[recovery::DedupScan],
+    window: DedupWindow,
+    horizon: i64,
+    hook: Option<Arc<RebuildHook>>,
+) {
+    let started = Instant::now();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if let Some(hook) = &hook {
+            while hook.hold.load(Ordering::SeqCst) && !sh.cancel_rebuild.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if hook.fail.load(Ordering::SeqCst) {
+                let e = StorageError::io("scanning (injected)", io::Error::other("injected"));
+                return DedupStatus::Failed(Failure::from_storage(REBUILDING, &e));
+            }
+        }
+        rebuild_and_install(sh, scans, window, horizon)
+    }));
+    let status = outcome.unwrap_or_else(|_| {
+        DedupStatus::Failed(Failure {
+            raw_os_error: None,
+            message: format!("{REBUILDING}: the rebuild thread panicked"),
+        })
+    });
+    match &status {
+        DedupStatus::Ready => tracing::info!(
+            dir = %sh.dir.display(),
+            ms = started.elapsed().as_millis() as u64,
+            "dedup window rebuilt; appends proceed"
+        ),
+        DedupStatus::Failed(f) => tracing::error!(
+            dir = %sh.dir.display(),
+            error = %f.message,
+            "dedup window rebuild failed; the log refuses appends until reopened"
+        ),
+        DedupStatus::Rebuilding | DedupStatus::Abandoned => {}
+    }
+    sh.dedup_tx.send_replace(status);
+}
+
+/// Fills `window` from `scans` and installs it, merging in whatever the log's
+/// own window learnt meanwhile (nothing while appends wait, but merging keeps
+/// the install correct regardless) and forgetting ids retention deleted.
+fn rebuild_and_install(
+    sh: &Shared,
+    scans: &[recovery::DedupScan],
+    mut window: DedupWindow,
+    horizon: i64,
+) -> DedupStatus {
+    match recovery::rebuild_dedup(scans, &mut window, horizon, &sh.cancel_rebuild) {
+        Ok(true) => {}
+        Ok(false) => return DedupStatus::Abandoned,
+        Err(e) => {
+            return DedupStatus::Failed(Failure::from_storage(REBUILDING, &e));
+        }
+    }
+    let mut s = sh.state.lock();
+    if s.closed {
+        return DedupStatus::Abandoned;
+    }
+    // Records appended since open are newer than every rebuilt one.
+    let newer = std::mem::replace(&mut s.dedup, window);
+    s.dedup.merge_newer(newer);
+    let first = s.segments[0].base;
+    s.dedup.forget_below(first);
+    DedupStatus::Ready
 }
 
 /// The group-commit loop: waits for work, fsyncs everything written so far
@@ -977,6 +1185,8 @@ fn read_segment(
 #[async_trait::async_trait]
 impl PartitionLog for FileLog {
     async fn append(&self, records: Vec<NewRecord>) -> Result<Vec<Appended>> {
+        // Before the lock: the rebuild needs it to install the window.
+        self.wait_dedup_ready().await?;
         let (out, wait_for) = self.write_batch(records)?;
         if let Some(target) = wait_for {
             self.wait_durable(target, 0).await?;

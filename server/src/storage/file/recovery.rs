@@ -10,9 +10,11 @@
 //! is truncated and the segments after it are dropped. Every repair is logged
 //! with the file, the offset and the bytes dropped.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::format;
 use super::segment::{self, Segment};
@@ -224,50 +226,97 @@ pub fn recover(dir: &Path, interval: u32) -> Result<Vec<Segment>> {
     Ok(segments)
 }
 
-/// Refills the dedup window with the ids of records appended at or after
-/// its horizon, using the time indexes to skip older data.
-pub fn rebuild_dedup(segments: &[Segment], dedup: &mut DedupWindow, now_ms: i64) -> Result<()> {
-    if !dedup.enabled() {
-        return Ok(());
-    }
-    let horizon = dedup.horizon(now_ms);
+/// A stretch of one segment that may hold records appended within the dedup
+/// window. It owns what it reads (the file is shared, and stays readable
+/// even if retention unlinks it), so the rebuild runs without the log's lock.
+pub struct DedupScan {
+    file: Arc<File>,
+    path: PathBuf,
+    /// File position to scan from, and the offset of the batch there.
+    start: u64,
+    start_offset: u64,
+    /// File position to scan to: the segment's size at open.
+    end: u64,
+}
+
+/// What [`rebuild_dedup`] must read to refill a window whose horizon is
+/// `horizon`: the recovered segments from the first one holding a record at
+/// or after it, using the time indexes to skip older data. Empty when no
+/// record is that recent.
+pub fn dedup_scans(segments: &[Segment], horizon: i64) -> Vec<DedupScan> {
     let Some(first) = segments
         .iter()
         .position(|s| s.max_timestamp.is_some_and(|t| t >= horizon))
     else {
-        return Ok(());
+        return Vec::new();
     };
-    for (i, seg) in segments.iter().enumerate().skip(first) {
-        let (start, start_offset) = if i == first {
-            seg.position_for_timestamp(horizon)
-        } else {
-            (0, seg.base)
-        };
-        let mut failure = None;
-        let end = segment::scan(&seg.file, start, seg.size, start_offset, |_, h, batch| {
-            if h.max_timestamp < horizon {
-                return true;
+    segments[first..]
+        .iter()
+        .enumerate()
+        .map(|(i, seg)| {
+            let (start, start_offset) = if i == 0 {
+                seg.position_for_timestamp(horizon)
+            } else {
+                (0, seg.base)
+            };
+            DedupScan {
+                file: seg.file.clone(),
+                path: seg.path.clone(),
+                start,
+                start_offset,
+                end: seg.size,
             }
-            let r = format::decode_records(h, batch, |r| {
-                if r.timestamp_ms >= horizon {
-                    dedup.insert(r.id, r.offset, r.timestamp_ms);
-                }
-            });
-            if let Err(e) = r {
-                failure.get_or_insert(e.to_string());
-            }
-            true
         })
-        .map_err(|e| StorageError::io(format!("scanning {}", seg.path.display()), e))?;
+        .collect()
+}
+
+/// Refills `dedup` with the ids of records appended at or after `horizon`
+/// found by `scans`. Returns `Ok(false)`, leaving `dedup` partly filled, as
+/// soon as it sees `cancelled` set (checked between batches).
+pub fn rebuild_dedup(
+    scans: &[DedupScan],
+    dedup: &mut DedupWindow,
+    horizon: i64,
+    cancelled: &AtomicBool,
+) -> Result<bool> {
+    for scan in scans {
+        let mut failure = None;
+        let end = segment::scan(
+            &scan.file,
+            scan.start,
+            scan.end,
+            scan.start_offset,
+            |_, h, batch| {
+                if cancelled.load(Ordering::Relaxed) {
+                    return false;
+                }
+                if h.max_timestamp < horizon {
+                    return true;
+                }
+                let r = format::decode_records(h, batch, |r| {
+                    if r.timestamp_ms >= horizon {
+                        dedup.insert(r.id, r.offset, r.timestamp_ms);
+                    }
+                });
+                if let Err(e) = r {
+                    failure.get_or_insert(e.to_string());
+                }
+                true
+            },
+        )
+        .map_err(|e| StorageError::io(format!("scanning {}", scan.path.display()), e))?;
+        if cancelled.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
         if let Some(reason) = failure.or(end.error) {
             // Reads report the bad batch as corrupt; dedup just forgets ids
             // past it rather than refusing to open the log.
             tracing::warn!(
-                path = %seg.path.display(),
+                path = %scan.path.display(),
                 reason = %reason,
                 "dedup window rebuild skipped the rest of a corrupt segment"
             );
         }
     }
-    Ok(())
+    Ok(true)
 }

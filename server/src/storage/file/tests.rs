@@ -2,13 +2,14 @@
 //! dir, reopen, and check what survives.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::format;
-use super::{FileLog, FileStorage};
+use super::{FileLog, FileStorage, RebuildHook};
 use crate::storage::suite::{batch, config, manual_clock, read_all, rec};
 use crate::storage::{
     FsyncPolicy, LogConfig, NewRecord, PartitionLog, Retention, Storage, StorageError,
@@ -232,6 +233,122 @@ async fn dedup_survives_restart_within_window() {
         .unwrap();
     assert_eq!((got[0].offset, got[0].duplicate), (1, true));
     assert_eq!((got[1].offset, got[1].duplicate), (152, false));
+}
+
+/// Records with ids `id-0`, `id-1`, ... (one record per id).
+fn with_ids(from: usize, n: usize) -> Vec<NewRecord> {
+    (from..from + n)
+        .map(|i| rec(&format!("id-{i}"), &format!("payload-{i}")))
+        .collect()
+}
+
+/// A log in `dir` holding `n` records with ids inside a 10 s window at
+/// 1 s; returns the config to reopen it with (the clock still at 1 s).
+async fn log_with_ids(dir: &Path, n: usize) -> LogConfig {
+    let (_, clock) = manual_clock(1_000);
+    let mut cfg = config(clock);
+    cfg.dedup_window = Duration::from_secs(10);
+    cfg.fsync = FsyncPolicy::Never;
+    let log = FileLog::open(dir, cfg.clone()).unwrap();
+    for from in (0..n).step_by(1000) {
+        log.append(with_ids(from, 1000.min(n - from)))
+            .await
+            .unwrap();
+    }
+    log.close();
+    cfg
+}
+
+#[tokio::test]
+async fn duplicate_right_after_reopen_is_recognised() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = log_with_ids(dir.path(), 50_000).await;
+    let log = FileLog::open(dir.path(), cfg).unwrap();
+    // Appended at once: waits for the window, however far the rebuild got.
+    let got = log
+        .append(vec![
+            rec("id-49999", "again"),
+            rec("id-0", "again"),
+            rec("", "new"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((got[0].offset, got[0].duplicate), (49_999, true));
+    assert_eq!((got[1].offset, got[1].duplicate), (0, true));
+    assert_eq!((got[2].offset, got[2].duplicate), (50_000, false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_work_and_appends_wait_while_the_dedup_rebuild_is_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = log_with_ids(dir.path(), 3_000).await;
+    let hook = Arc::new(RebuildHook::default());
+    hook.hold.store(true, Ordering::SeqCst);
+    let log = FileLog::open_hooked(dir.path(), cfg, hook.clone()).unwrap();
+    let appender = {
+        let log = log.clone();
+        tokio::spawn(async move { log.append(vec![rec("id-7", "again")]).await })
+    };
+    assert_eq!(log.stats().next_offset, 3_000);
+    let first = log.read(0, 10, usize::MAX).unwrap();
+    assert_eq!((first.len(), &first[0].id[..]), (10, &b"id-0"[..]));
+    assert_eq!(log.offset_for_timestamp(1_000).unwrap(), 0);
+    assert_eq!(*log.watch_end().borrow(), 3_000);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !appender.is_finished(),
+        "append ran before the window was ready"
+    );
+    hook.hold.store(false, Ordering::SeqCst);
+    let got = appender.await.unwrap().unwrap();
+    assert_eq!((got[0].offset, got[0].duplicate), (7, true));
+    assert_eq!(log.stats().next_offset, 3_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_and_drop_during_a_pending_rebuild_do_not_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = log_with_ids(dir.path(), 3_000).await;
+    let held = || {
+        let hook = Arc::new(RebuildHook::default());
+        hook.hold.store(true, Ordering::SeqCst);
+        FileLog::open_hooked(dir.path(), cfg.clone(), hook).unwrap()
+    };
+    let log = held();
+    let appender = {
+        let log = log.clone();
+        tokio::spawn(async move { log.append(vec![rec("id-7", "again")]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    log.close();
+    let waited = tokio::time::timeout(Duration::from_secs(10), appender)
+        .await
+        .expect("the waiting append returns once the log closes")
+        .unwrap();
+    assert!(matches!(waited, Err(StorageError::Closed)), "{waited:?}");
+    drop(log);
+    // Dropped (never closed explicitly) while the rebuild is held, then
+    // reopened: the window is rebuilt and nothing was lost.
+    drop(held());
+    let log = FileLog::open(dir.path(), cfg).unwrap();
+    let got = log.append(vec![rec("id-7", "again")]).await.unwrap();
+    assert_eq!((got[0].offset, got[0].duplicate), (7, true));
+}
+
+#[tokio::test]
+async fn failed_dedup_rebuild_refuses_appends_but_serves_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = log_with_ids(dir.path(), 3_000).await;
+    let hook = Arc::new(RebuildHook::default());
+    hook.fail.store(true, Ordering::SeqCst);
+    let log = FileLog::open_hooked(dir.path(), cfg, hook).unwrap();
+    let err = log.append(vec![rec("id-7", "again")]).await.unwrap_err();
+    assert!(matches!(err, StorageError::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("dedup window"), "{err}");
+    // Every append is refused, with or without ids; reads are served.
+    assert!(log.append(vec![rec("", "x")]).await.is_err());
+    assert_eq!(log.read(0, 5, usize::MAX).unwrap().len(), 5);
+    assert_eq!(log.stats().next_offset, 3_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
