@@ -45,7 +45,7 @@ enum LogFormat {
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
-    /// Measure storage, publishing and startup.
+    /// Measure storage, publishing, subscriptions and startup.
     #[command(subcommand)]
     Bench(herald_server::bench::cli::BenchCommand),
 }

@@ -12,6 +12,7 @@ use super::load::LoadOptions;
 use super::publish::{PublishMode, PublishOptions};
 use super::startup::StartupOptions;
 use super::storage::StorageBenchOptions;
+use super::subscribe::SubscribeOptions;
 use crate::broker::Fsync;
 use crate::storage::FsyncPolicy;
 
@@ -22,6 +23,9 @@ pub enum BenchCommand {
     Storage(StorageArgs),
     /// Publish to a running server over gRPC.
     Publish(PublishArgs),
+    /// Consume from a running server: delivery rate, backlog catch-up and
+    /// publish-to-deliver latency.
+    Subscribe(SubscribeArgs),
     /// Serve only grpc.health.v1.Health: the bare tonic baseline.
     BaselineServer(BaselineServerArgs),
     /// Hammer Health/Check like `bench publish --mode unary` hammers Publish.
@@ -130,6 +134,14 @@ pub struct PublishArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    #[command(flatten)]
+    pub options: SubscribeOptions,
+    #[command(flatten)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
 pub struct BaselineServerArgs {
     #[arg(long, default_value = "127.0.0.1:50052")]
     pub listen: SocketAddr,
@@ -212,6 +224,14 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             })
             .await?;
             print(&report, &args.load.output)
+        }
+        BenchCommand::Subscribe(args) => {
+            let report = super::subscribe::run(SubscribeOptions {
+                quiet: args.output.json,
+                ..args.options
+            })
+            .await?;
+            print(&report, &args.output)
         }
         BenchCommand::BaselineServer(args) => {
             super::baseline::serve(

@@ -8,7 +8,11 @@ pub mod pacing;
 pub mod process;
 pub mod progress;
 pub mod publish;
+pub mod rss;
 pub mod scratch;
 pub mod startup;
 pub mod storage;
+pub mod subscribe;
 pub mod summary;
+#[cfg(test)]
+mod test_server;

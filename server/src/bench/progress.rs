@@ -19,7 +19,12 @@ pub struct Tally {
 impl Tally {
     /// One request succeeded.
     pub fn ok(&self) {
-        self.ok.fetch_add(1, Ordering::Relaxed);
+        self.oks(1);
+    }
+
+    /// `n` requests (or events) succeeded.
+    pub fn oks(&self, n: u64) {
+        self.ok.fetch_add(n, Ordering::Relaxed);
     }
 
     /// `n` requests failed with `error`; the first error is kept for the report.

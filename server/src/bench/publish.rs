@@ -85,14 +85,10 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<LoadReport> {
             ("publish-unary", outcome)
         }
         PublishMode::Stream => {
-            let template = PublishStreamRequest {
-                sequence: 0,
-                topic: opts.topic.clone(),
-                events,
-            };
+            let batches: Batches = Arc::new(move |_| Some(events.clone()));
             (
                 "publish-stream",
-                drive_streams(&load, channels, template, opts.batch_size).await?,
+                drive_streams(&load, channels, &opts.topic, batches, opts.batch_size).await?,
             )
         }
     };
@@ -106,7 +102,7 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<LoadReport> {
 }
 
 /// An event with `size` payload bytes; the broker assigns its id.
-fn bench_event(size: usize) -> Event {
+pub(super) fn bench_event(size: usize) -> Event {
     Event {
         source: "/herald/bench".into(),
         r#type: "herald.bench".into(),
@@ -116,7 +112,7 @@ fn bench_event(size: usize) -> Event {
 }
 
 /// Admin.CreateTopic with `fsync` (and `dedup_window`); an existing topic is fine.
-async fn create_topic(
+pub(super) async fn create_topic(
     channel: Channel,
     topic: &str,
     fsync: Fsync,
@@ -148,11 +144,19 @@ async fn create_topic(
     }
 }
 
-/// One PublishStream per channel, each with up to `in_flight` batches unanswered.
-async fn drive_streams(
+/// The events of the next batch of a stream, given the instant its latency
+/// counts from (the intended send time in an open loop); `None` ends the
+/// stream (e.g. a fixed number of batches was sent).
+pub(super) type Batches = Arc<dyn Fn(Instant) -> Option<Vec<Event>> + Send + Sync>;
+
+/// One PublishStream per channel, each with up to `in_flight` batches
+/// unanswered, sending what `batches` makes until it says stop or the run's
+/// duration is over.
+pub(super) async fn drive_streams(
     opts: &LoadOptions,
     channels: Vec<Channel>,
-    template: PublishStreamRequest,
+    topic: &str,
+    batches: Batches,
     batch_size: usize,
 ) -> anyhow::Result<LoadOutcome> {
     let run = Run::start(opts, batch_size as u64, "events");
@@ -161,7 +165,8 @@ async fn drive_streams(
         .map(|channel| {
             tokio::spawn(one_stream(
                 channel,
-                template.clone(),
+                topic.to_owned(),
+                batches.clone(),
                 opts.in_flight,
                 run.pacer.clone(),
                 run.deadline,
@@ -176,7 +181,8 @@ async fn drive_streams(
 /// waits for the outstanding answers. Failures are counted in `tally`.
 async fn one_stream(
     channel: Channel,
-    template: PublishStreamRequest,
+    topic: String,
+    batches: Batches,
     in_flight: usize,
     pacer: Arc<Pacer>,
     deadline: Instant,
@@ -196,9 +202,16 @@ async fn one_stream(
                     break;
                 };
                 permit.forget();
-                let mut request = template.clone();
-                request.sequence = sequence;
-                sent.lock().insert(sequence, slot.origin());
+                let origin = slot.origin();
+                let Some(events) = batches(origin) else {
+                    break;
+                };
+                let request = PublishStreamRequest {
+                    sequence,
+                    topic: topic.clone(),
+                    events,
+                };
+                sent.lock().insert(sequence, origin);
                 if tx.send(request).await.is_err() {
                     break;
                 }
@@ -254,24 +267,14 @@ async fn one_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ServerConfig;
-    use crate::server::BoundServer;
-    use tokio_util::sync::CancellationToken;
+    use crate::bench::test_server::TestServer;
 
     /// End to end against an in-process server: both modes publish for a
     /// short while and every batch is acknowledged.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn publish_bench_against_in_process_server() {
-        let server = BoundServer::bind(ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            in_memory: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let endpoint = format!("http://{}", server.local_addr());
-        let shutdown = CancellationToken::new();
-        let running = tokio::spawn(server.run(shutdown.clone()));
+        let server = TestServer::start().await;
+        let endpoint = server.endpoint.clone();
 
         for (mode, rate) in [
             (PublishMode::Stream, None),
@@ -307,7 +310,6 @@ mod tests {
                 assert!(report.rpcs <= 1_401, "{report}");
             }
         }
-        shutdown.cancel();
-        running.await.unwrap().unwrap();
+        server.stop().await;
     }
 }
