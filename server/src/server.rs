@@ -13,6 +13,7 @@ use herald::v1::admin_server::AdminServer;
 use herald::v1::publisher_server::PublisherServer;
 use herald::v1::subscriber_server::SubscriberServer;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -170,8 +171,17 @@ impl BoundServer {
             .add_service(publisher)
             .add_service(subscriber)
             .add_service(admin);
+        // `tcp_nodelay` on the builder does not apply to an incoming stream
+        // we hand over, so set it per accepted socket: small deliveries and
+        // answers must not wait for Nagle's algorithm.
+        let incoming = TcpListenerStream::new(listener).map(|socket| {
+            if let Ok(socket) = &socket {
+                let _ = socket.set_nodelay(true);
+            }
+            socket
+        });
         let serve = router.serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
+            incoming,
             stop_accepting.clone().cancelled_owned(),
         );
         tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(), in_memory = config.in_memory, "herald listening on {local_addr}");

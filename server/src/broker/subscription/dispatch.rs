@@ -246,8 +246,7 @@ pub struct Dispatcher {
     delayed_keys: HashMap<EventRef, Option<u64>>,
     /// Delivered and not yet acked.
     outstanding: HashMap<EventRef, Outstanding>,
-    /// Deadline index over `outstanding` (entries whose seq no longer
-    /// matches are skipped).
+    /// Deadline index over `outstanding`, one entry per live delivery.
     deadlines: BTreeSet<(Instant, EventRef, u64)>,
     /// Deliveries so far of events not yet acked.
     attempts: HashMap<EventRef, u32>,
@@ -588,6 +587,9 @@ impl Dispatcher {
     /// Removes an outstanding delivery and its bookkeeping.
     fn settle(&mut self, event: EventRef) -> Option<Outstanding> {
         let o = self.outstanding.remove(&event)?;
+        // Drop its deadline now: left to expire, acked deliveries' entries
+        // would pile up for a whole ack deadline at high rates.
+        self.deadlines.remove(&(o.deadline, event, o.seq));
         if let Some(c) = self.consumers.get_mut(&o.consumer) {
             c.outstanding -= 1;
         }
@@ -640,6 +642,7 @@ impl Dispatcher {
         for handle in self.sort_handles(consumer, handles, &mut outcome) {
             let event = (handle.partition, handle.offset);
             if let Some(o) = self.outstanding.get_mut(&event) {
+                self.deadlines.remove(&(o.deadline, event, o.seq));
                 o.deadline = now + extension;
                 self.deadlines.insert((o.deadline, event, o.seq));
             }

@@ -75,6 +75,9 @@ static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 /// Largest read a single `pread` does for `read` (bigger batches are read whole).
 const MAX_READ_CHUNK: usize = 4 * 1024 * 1024;
 
+/// Bytes per record assumed when sizing a read by record count.
+const RECORD_SIZE_GUESS: usize = 512;
+
 /// Smallest read a single `pread` does for `read`.
 const MIN_READ_CHUNK: usize = 64 * 1024;
 
@@ -1112,9 +1115,15 @@ fn read_segment(
     budget: &mut ReadBudget,
     out: &mut Vec<StoredRecord>,
 ) -> Result<(bool, u64)> {
+    // Size the first read by what is asked for: the byte budget, but also
+    // the record count (at a generous guess per record), so a caller asking
+    // for 500 small records does not allocate and copy megabytes. Later
+    // reads double while more is needed.
+    let by_records = budget.max_records.saturating_mul(RECORD_SIZE_GUESS);
     let mut chunk = budget
         .max_bytes
         .saturating_add(budget.max_bytes / 8)
+        .min(by_records)
         .clamp(MIN_READ_CHUNK, MAX_READ_CHUNK);
     let mut reached = budget.from;
     while pos < limit {
@@ -1178,6 +1187,7 @@ fn read_segment(
             continue;
         }
         pos += off as u64;
+        chunk = chunk.saturating_mul(2).min(MAX_READ_CHUNK);
     }
     Ok((false, reached))
 }
