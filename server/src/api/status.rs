@@ -279,15 +279,6 @@ pub fn undecodable_event(
     ))
 }
 
-/// A call this server does not implement yet.
-pub fn not_implemented(what: &str) -> tonic::Status {
-    status_with_detail(&error_detail(
-        Code::Unimplemented,
-        ErrorCode::NotImplemented,
-        format!("{what} is not implemented by this Herald server yet"),
-        [],
-    ))
-}
 
 #[cfg(test)]
 mod tests {
