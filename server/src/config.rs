@@ -56,6 +56,11 @@ impl Default for ServerConfig {
 /// retention_bytes = 10737418240
 /// max_event_bytes = 1048576
 /// segment_bytes = 134217728
+///
+/// [subscriptions]
+/// cursor_flush_interval = "100ms"
+/// cursor_flush_acks = 1000
+/// max_unacked_per_consumer = 10000
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +74,20 @@ pub struct FileConfig {
     pub retention_check_interval: Option<String>,
     #[serde(default)]
     pub topic_defaults: TopicDefaults,
+    #[serde(default)]
+    pub subscriptions: SubscriptionSettingsFile,
+}
+
+/// `[subscriptions]`: cursor persistence and consumer limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSettingsFile {
+    /// Persist a changed cursor at least this often (e.g. "100ms").
+    pub cursor_flush_interval: Option<String>,
+    /// ...or once this many acks piled up.
+    pub cursor_flush_acks: Option<u64>,
+    /// Most unacked events one consumer may hold.
+    pub max_unacked_per_consumer: Option<u64>,
 }
 
 /// `[topic_defaults]`: settings of topics created without explicit ones.
@@ -214,6 +233,23 @@ impl ServerConfig {
             let t = &mut c.broker.topic_defaults;
             t.max_event_bytes = t.max_event_bytes.min(c.broker.max_request_bytes as u32);
         }
+        let subs = &file.subscriptions;
+        let tasks = &mut c.broker.subscription_tasks;
+        if let Some(v) = &subs.cursor_flush_interval {
+            tasks.cursor_flush_interval = duration("subscriptions.cursor_flush_interval", v)?;
+        }
+        if let Some(v) = subs.cursor_flush_acks {
+            tasks.cursor_flush_acks = v.max(1);
+        }
+        if let Some(v) = subs.max_unacked_per_consumer {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    setting: "subscriptions.max_unacked_per_consumer",
+                    reason: "0 would deliver nothing; use at least 1".into(),
+                });
+            }
+            tasks.max_unacked_per_consumer = v;
+        }
         if c.broker.max_request_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 setting: "max_request_bytes",
@@ -274,6 +310,21 @@ mod tests {
             c.broker.topic_defaults.retention_age,
             Some(Duration::from_secs(7 * 86400))
         );
+    }
+
+    #[test]
+    fn subscription_settings_come_from_the_file() {
+        let file: FileConfig = toml::from_str(
+            "[subscriptions]\ncursor_flush_interval = \"250ms\"\ncursor_flush_acks = 10\nmax_unacked_per_consumer = 5",
+        )
+        .unwrap();
+        let c = ServerConfig::resolve(file, &Overrides::default()).unwrap();
+        let t = &c.broker.subscription_tasks;
+        assert_eq!(t.cursor_flush_interval, Duration::from_millis(250));
+        assert_eq!((t.cursor_flush_acks, t.max_unacked_per_consumer), (10, 5));
+        let zero: FileConfig =
+            toml::from_str("[subscriptions]\nmax_unacked_per_consumer = 0").unwrap();
+        assert!(ServerConfig::resolve(zero, &Overrides::default()).is_err());
     }
 
     #[test]

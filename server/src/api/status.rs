@@ -279,7 +279,6 @@ pub fn undecodable_event(
     ))
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
