@@ -277,7 +277,10 @@ pub struct Consumer<T> {
 
 /// One attached Subscribe stream.
 struct Session {
-    /// Requests to the server; shared with the envelopes' ack handles.
+    /// Requests to the server. The only strong sender: dropping it
+    /// half-closes the stream even while envelopes are still held.
+    tx: mpsc::UnboundedSender<SubscribeRequest>,
+    /// Hands ack handles a weak sender.
     acker: Acker,
     /// Server messages.
     rx: tonic::Streaming<SubscribeResponse>,
@@ -396,8 +399,8 @@ impl<T: Event> Consumer<T> {
         let Some(session) = self.session.take() else {
             return;
         };
-        let Session { acker, mut rx, .. } = session;
-        drop(acker);
+        let Session { tx, mut rx, .. } = session;
+        drop(tx);
         let drain = async { while let Ok(Some(_)) = rx.message().await {} };
         if tokio::time::timeout(CLOSE_TIMEOUT, drain).await.is_err() {
             tracing::warn!("the server did not end the subscription stream within 5 s");
@@ -442,10 +445,11 @@ impl<T: Event> Consumer<T> {
         let window = self.attach.initial_credits.max(1);
         self.session = Some(Session {
             acker: Acker {
-                tx,
+                tx: tx.downgrade(),
                 returned: Arc::new(AtomicU32::new(0)),
                 grant_at: (window / 4).max(1),
             },
+            tx,
             rx,
             queue,
         });
@@ -529,8 +533,9 @@ impl<T: Event> Consumer<T> {
 #[derive(Clone)]
 struct Acker {
     /// To the server; unbounded, so acks never wait (the credit window
-    /// bounds how many there can be).
-    tx: mpsc::UnboundedSender<SubscribeRequest>,
+    /// bounds how many there can be). Weak: once the consumer closes, acks
+    /// are dropped (the events are redelivered).
+    tx: mpsc::WeakUnboundedSender<SubscribeRequest>,
     /// Credits freed by finished deliveries and not yet granted back.
     returned: Arc<AtomicU32>,
     /// Grant once this many are freed.
@@ -542,13 +547,14 @@ impl Acker {
     /// back when enough have been freed.
     fn finish(&self, message: ClientMessage) {
         // A closed stream loses the message; the event is redelivered.
-        let _ = self.tx.send(request(message));
+        let Some(tx) = self.tx.upgrade() else {
+            return;
+        };
+        let _ = tx.send(request(message));
         if self.returned.fetch_add(1, Ordering::AcqRel) + 1 >= self.grant_at {
             let credits = self.returned.swap(0, Ordering::AcqRel);
             if credits > 0 {
-                let _ = self
-                    .tx
-                    .send(request(ClientMessage::Credit(v1::Credit { credits })));
+                let _ = tx.send(request(ClientMessage::Credit(v1::Credit { credits })));
             }
         }
     }
@@ -597,14 +603,14 @@ impl AckHandle {
     }
 
     fn extend(&self, extension: Duration) {
-        if !self.finished.load(Ordering::Acquire) {
-            let _ =
-                self.acker
-                    .tx
-                    .send(request(ClientMessage::ExtendDeadline(v1::ExtendDeadline {
-                        ack_handles: vec![self.ack_handle.clone()],
-                        extension: Some(to_proto_duration(extension)),
-                    })));
+        if !self.finished.load(Ordering::Acquire)
+            && let Some(tx) = self.acker.tx.upgrade()
+        {
+            let message = ClientMessage::ExtendDeadline(v1::ExtendDeadline {
+                ack_handles: vec![self.ack_handle.clone()],
+                extension: Some(to_proto_duration(extension)),
+            });
+            let _ = tx.send(request(message));
         }
     }
 }
