@@ -360,3 +360,208 @@ async fn run_stops_when_the_server_ends_the_stream_without_reconnect() {
         assert!(error.is_transient(), "{error:?}");
     }
 }
+
+#[tokio::test]
+async fn credits_are_topped_up_past_the_window_and_acks_survive_shutdown() {
+    let (_server, client) = setup().await;
+    let producer = client.producer::<OrderPlaced>().build();
+    let batch: Vec<OrderPlaced> = (0..100).map(|i| order(&format!("o{i}"))).collect();
+    producer.publish_batch(&batch).await.expect("publish");
+
+    let consumer = client
+        .consumer::<OrderPlaced>("window")
+        .initial_position(Position::Earliest)
+        .credits(8)
+        .subscribe()
+        .await
+        .expect("subscribe");
+    let handled = Arc::new(Mutex::new(0usize));
+    let count = handled.clone();
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    consumer
+        .run_until(shutdown, move |_e: Envelope<OrderPlaced>| {
+            let (count, stop) = (count.clone(), stop.clone());
+            async move {
+                let mut n = count.lock().unwrap();
+                *n += 1;
+                if *n == 100 {
+                    stop.cancel();
+                }
+                Ok::<(), String>(())
+            }
+        })
+        .await
+        .expect("run");
+    assert_eq!(
+        *handled.lock().unwrap(),
+        100,
+        "8 credits, topped up, carry 100 events"
+    );
+
+    // Every ack was applied before run returned: a new consumer of the same
+    // subscription gets nothing.
+    let again = client
+        .consumer::<OrderPlaced>("window")
+        .subscribe()
+        .await
+        .expect("subscribe again");
+    let mut stream = Box::pin(again.stream());
+    let next = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
+    assert!(next.is_err(), "redelivered after ack: {next:?}");
+}
+
+#[tokio::test]
+async fn stream_nack_with_delay_redelivers_and_extend_keeps_it() {
+    let (_server, client) = setup().await;
+    let consumer = client
+        .consumer::<OrderPlaced>("manual")
+        .initial_position(Position::Earliest)
+        .subscribe()
+        .await
+        .expect("subscribe");
+    client
+        .producer::<OrderPlaced>()
+        .build()
+        .publish(&order("o1"))
+        .await
+        .expect("publish");
+    let mut stream = Box::pin(consumer.stream());
+    let first = stream.next().await.expect("event").expect("decoded");
+    assert_eq!(first.delivery_attempt, 1);
+    first.extend(Duration::from_secs(5));
+    first.nack(Some(Duration::from_millis(10)), "not yet");
+    let second = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("redelivered")
+        .expect("event")
+        .expect("decoded");
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.delivery_attempt, 2);
+    second.ack();
+}
+
+#[tokio::test]
+async fn failover_consumers_see_their_role() {
+    let (_server, client) = setup().await;
+    let first = client
+        .consumer::<OrderPlaced>("roles")
+        .subscription_type(SubscriptionType::Failover)
+        .consumer_name("a")
+        .priority(0)
+        .subscribe()
+        .await
+        .expect("subscribe a");
+    let second = client
+        .consumer::<OrderPlaced>("roles")
+        .subscription_type(SubscriptionType::Failover)
+        .consumer_name("b")
+        .priority(1)
+        .subscribe()
+        .await
+        .expect("subscribe b");
+    assert_eq!(second.attached().consumer_name, "b");
+    let mut role_a = first.active_state();
+    let mut role_b = second.active_state();
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let handler = |_e: Envelope<OrderPlaced>| async { Ok::<(), String>(()) };
+    let run_a = tokio::spawn(first.run_until(stop_a.clone(), handler));
+    let run_b = tokio::spawn(second.run_until(stop_b.clone(), handler));
+
+    let b = tokio::time::timeout(
+        Duration::from_secs(5),
+        role_b.wait_for(|s| s.as_ref().is_some_and(|s| !s.active)),
+    )
+    .await
+    .expect("b hears it stands by")
+    .expect("open")
+    .clone()
+    .expect("state");
+    assert_eq!(b.active_consumer, "a");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        role_a.wait_for(|s| s.as_ref().is_some_and(|s| s.active)),
+    )
+    .await
+    .expect("a hears it is active")
+    .expect("open");
+
+    // a leaves: b takes over and hears so.
+    stop_a.cancel();
+    run_a.await.expect("join").expect("a ends cleanly");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        role_b.wait_for(|s| s.as_ref().is_some_and(|s| s.active)),
+    )
+    .await
+    .expect("b hears it took over")
+    .expect("open");
+    stop_b.cancel();
+    run_b.await.expect("join").expect("b ends cleanly");
+}
+
+#[tokio::test]
+async fn consumer_reattaches_after_a_server_restart() {
+    let server = start_in_memory().await;
+    let addr = server.local_addr();
+    let client = Client::builder()
+        .endpoint(server.endpoint())
+        .reconnect(ReconnectPolicy {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            multiplier: 2.0,
+            jitter: 0.1,
+        })
+        .connect()
+        .await
+        .expect("connect");
+    let consumer = client
+        .consumer::<OrderPlaced>("durable")
+        .initial_position(Position::Earliest)
+        .subscribe()
+        .await
+        .expect("subscribe");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(consumer.run_until(
+        shutdown.clone(),
+        move |e: Envelope<OrderPlaced>| {
+            let tx = tx.clone();
+            async move {
+                tx.send(e.value.order_id.clone()).unwrap();
+                Ok::<(), String>(())
+            }
+        },
+    ));
+    client
+        .producer::<OrderPlaced>()
+        .build()
+        .publish(&order("before"))
+        .await
+        .expect("publish");
+    assert_eq!(rx.recv().await.as_deref(), Some("before"));
+
+    server.shutdown().await;
+    let restarted = herald_server::testing::start(herald_server::config::ServerConfig {
+        listen: addr,
+        in_memory: true,
+        ..Default::default()
+    })
+    .await
+    .expect("restart on the same port");
+    // In-memory storage starts empty: the re-attach recreates the
+    // subscription from the earliest event, which is this one.
+    let producer = client.producer::<OrderPlaced>().build();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while producer.publish(&order("after")).await.is_err() {
+        assert!(Instant::now() < deadline, "publishing never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let next = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the consumer re-attached");
+    assert_eq!(next.as_deref(), Some("after"));
+    shutdown.cancel();
+    run.await.expect("join").expect("run ends cleanly");
+    restarted.shutdown().await;
+}
