@@ -5,7 +5,9 @@
 //! answer. The task gathers concurrent calls into one request (until
 //! `max_batch` events or `linger` after the first), numbers it, keeps at most
 //! `max_in_flight` requests unanswered, and splits each response's results
-//! back to the calls that made up the request. A broken stream fails the
+//! back to the calls that made up the request. When the broker refuses one
+//! event of a shared request (too large, malformed), only the call that gave
+//! it fails; the other calls are sent again. A broken stream fails the
 //! requests in flight and is reopened for the next batch.
 
 use std::collections::{HashMap, VecDeque};
@@ -278,15 +280,28 @@ struct OpenStream {
     rx: tonic::Streaming<PublishStreamResponse>,
 }
 
-/// The callers of one request: how many events each gave, and where to
-/// answer.
-type Callers = Vec<(usize, Reply)>;
+/// One call's share of a request.
+struct Caller {
+    /// How many of the request's events are this call's.
+    count: usize,
+    /// Where to answer.
+    reply: Reply,
+    /// A copy of the events when the request is shared with other calls, so
+    /// they can be sent again without the one the broker refused.
+    events: Option<Vec<v1::Event>>,
+}
+
+/// The calls making up one request, in order.
+type Callers = Vec<Caller>;
+
+/// Calls waiting to be sent, in order.
+type Queue = VecDeque<(Vec<v1::Event>, Reply)>;
 
 impl Batcher {
     async fn run(self, mut rx: mpsc::Receiver<Command>) {
         let mut stream: Option<OpenStream> = None;
         let mut in_flight: HashMap<u64, Callers> = HashMap::new();
-        let mut queue: VecDeque<(Vec<v1::Event>, Reply)> = VecDeque::new();
+        let mut queue: Queue = VecDeque::new();
         let mut queued_events = 0usize;
         let mut deadline: Option<Instant> = None;
         let mut next_sequence = 0u64;
@@ -318,7 +333,18 @@ impl Batcher {
             tokio::select! {
                 response = next_response(&mut stream) => {
                     match response {
-                        Ok(Some(response)) => answer(&mut in_flight, response),
+                        Ok(Some(response)) => {
+                            let retry = answer(&mut in_flight, response);
+                            if !retry.is_empty() {
+                                if queue.is_empty() {
+                                    deadline = Some(Instant::now());
+                                }
+                                for (events, reply) in retry.into_iter().rev() {
+                                    queued_events += events.len();
+                                    queue.push_front((events, reply));
+                                }
+                            }
+                        }
                         Ok(None) => {
                             stream = None;
                             let error = ClientError::Status(tonic::Status::unavailable(
@@ -366,7 +392,7 @@ impl Batcher {
     /// Takes up to `max_batch` events (at least one call) off the queue.
     fn take_batch(
         &self,
-        queue: &mut VecDeque<(Vec<v1::Event>, Reply)>,
+        queue: &mut Queue,
         queued_events: &mut usize,
         next_sequence: &mut u64,
     ) -> (u64, PublishStreamRequest, Callers) {
@@ -378,8 +404,19 @@ impl Batcher {
             }
             let (batch, reply) = queue.pop_front().expect("front exists");
             *queued_events -= batch.len();
-            callers.push((batch.len(), reply));
+            callers.push(Caller {
+                count: batch.len(),
+                reply,
+                events: None,
+            });
             events.extend(batch);
+        }
+        if callers.len() > 1 {
+            let mut start = 0;
+            for caller in &mut callers {
+                caller.events = Some(events[start..start + caller.count].to_vec());
+                start += caller.count;
+            }
         }
         let sequence = *next_sequence;
         *next_sequence += 1;
@@ -446,28 +483,73 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Splits a response back to the calls of its request.
-fn answer(in_flight: &mut HashMap<u64, Callers>, response: PublishStreamResponse) {
+/// Splits a response back to the calls of its request. When the broker
+/// refused one event of a request shared by several calls, only the call
+/// that gave it fails; the others are returned to be sent again.
+fn answer(
+    in_flight: &mut HashMap<u64, Callers>,
+    response: PublishStreamResponse,
+) -> Vec<(Vec<v1::Event>, Reply)> {
     let Some(callers) = in_flight.remove(&response.sequence) else {
         tracing::warn!(
             sequence = response.sequence,
             "publish response for an unknown request"
         );
-        return;
+        return Vec::new();
     };
     if let Some(detail) = response.error {
-        fail(callers, &ClientError::rejected(detail));
-        return;
+        let culprit = culprit(&detail, &callers);
+        let error = ClientError::rejected(detail);
+        let Some(culprit) = culprit else {
+            fail(callers, &error);
+            return Vec::new();
+        };
+        let mut retry = Vec::new();
+        for (i, caller) in callers.into_iter().enumerate() {
+            match caller.events {
+                Some(events) if i != culprit => retry.push((events, caller.reply)),
+                _ => {
+                    let _ = caller.reply.send(Err(error.duplicate()));
+                }
+            }
+        }
+        return retry;
     }
     let mut results = response.results.into_iter();
-    for (count, reply) in callers {
-        let receipts: Vec<Receipt> = results.by_ref().take(count).map(Receipt::from).collect();
-        let _ = reply.send(Ok(receipts));
+    for caller in callers {
+        let receipts: Vec<Receipt> = results
+            .by_ref()
+            .take(caller.count)
+            .map(Receipt::from)
+            .collect();
+        let _ = caller.reply.send(Ok(receipts));
     }
+    Vec::new()
+}
+
+/// Which call of a shared request gave the one event the broker refused
+/// (named by the `index` in the error's metadata), if that is known.
+fn culprit(detail: &v1::ErrorDetail, callers: &Callers) -> Option<usize> {
+    if callers.len() < 2 {
+        return None;
+    }
+    let code = v1::ErrorCode::try_from(detail.code).ok()?;
+    if !matches!(
+        code,
+        v1::ErrorCode::EventTooLarge | v1::ErrorCode::InvalidEvent
+    ) {
+        return None;
+    }
+    let index: usize = detail.metadata.get("index")?.parse().ok()?;
+    let mut end = 0;
+    callers.iter().position(|caller| {
+        end += caller.count;
+        index < end
+    })
 }
 
 fn fail(callers: Callers, error: &ClientError) {
-    for (_, reply) in callers {
-        let _ = reply.send(Err(error.duplicate()));
+    for caller in callers {
+        let _ = caller.reply.send(Err(error.duplicate()));
     }
 }

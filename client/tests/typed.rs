@@ -565,3 +565,48 @@ async fn consumer_reattaches_after_a_server_restart() {
     run.await.expect("join").expect("run ends cleanly");
     restarted.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_too_large_event_fails_only_its_own_call_in_a_shared_batch() {
+    let (_server, client) = setup().await;
+    client
+        .admin()
+        .create_topic(v1::CreateTopicRequest {
+            name: "orders".into(),
+            config: Some(v1::TopicConfig {
+                max_event_bytes: 1024,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create topic");
+    let producer = client
+        .producer::<OrderPlaced>()
+        .linger(Duration::from_millis(50))
+        .build();
+    let calls = (0..20).map(|i| {
+        let producer = producer.clone();
+        let id = if i == 7 {
+            "x".repeat(4096)
+        } else {
+            format!("o{i}")
+        };
+        async move { producer.publish(&order(&id)).await }
+    });
+    let results = futures::future::join_all(calls).await;
+    for (i, result) in results.iter().enumerate() {
+        if i == 7 {
+            let error = result.as_ref().expect_err("too large");
+            assert_eq!(error.code(), ErrorCode::EventTooLarge);
+        } else {
+            result
+                .as_ref()
+                .expect("neighbours of the large event are stored");
+        }
+    }
+    assert!(
+        producer.stats().requests < 20,
+        "calls were batched: {:?}",
+        producer.stats()
+    );
+}
