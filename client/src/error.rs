@@ -81,8 +81,13 @@ impl ClientError {
     }
 
     /// Whether retrying later (after a reconnect) may succeed: transport
-    /// failures and `UNAVAILABLE`.
+    /// failures and `UNAVAILABLE`, except a subscription deleted under its
+    /// consumer ([`ErrorCode::SubscriptionClosed`]), which re-attaching
+    /// would silently recreate.
     pub fn is_transient(&self) -> bool {
+        if self.code() == ErrorCode::SubscriptionClosed {
+            return false;
+        }
         match self {
             ClientError::Connect { .. } | ClientError::Timeout(_) => true,
             ClientError::Status(status) => matches!(

@@ -610,3 +610,63 @@ async fn a_too_large_event_fails_only_its_own_call_in_a_shared_batch() {
         producer.stats()
     );
 }
+
+#[tokio::test]
+async fn deleting_the_subscription_ends_run_instead_of_recreating_it() {
+    let (_server, client) = setup().await;
+    let consumer = client
+        .consumer::<OrderPlaced>("doomed")
+        .subscribe()
+        .await
+        .expect("subscribe");
+    let run =
+        tokio::spawn(consumer.run(|_e: Envelope<OrderPlaced>| async { Ok::<(), String>(()) }));
+    client
+        .admin()
+        .delete_subscription(v1::DeleteSubscriptionRequest {
+            topic: "orders".into(),
+            name: "doomed".into(),
+            force: true,
+        })
+        .await
+        .expect("delete");
+    let result = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("run returns")
+        .expect("join");
+    let error = result.expect_err("the subscription is gone");
+    assert_eq!(error.code(), ErrorCode::SubscriptionClosed, "{error:?}");
+    let listed = client
+        .admin()
+        .list_subscriptions(v1::ListSubscriptionsRequest {
+            topic: "orders".into(),
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(listed.subscriptions.is_empty(), "{listed:?}");
+}
+
+#[tokio::test]
+async fn close_flushes_and_later_publishes_fail_as_closed() {
+    let (_server, client) = setup().await;
+    let producer = client
+        .producer::<OrderPlaced>()
+        .linger(Duration::from_millis(200))
+        .build();
+    let clone = producer.clone();
+    let pending = tokio::spawn({
+        let producer = producer.clone();
+        async move { producer.publish(&order("queued")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = Instant::now();
+    producer.close().await;
+    assert!(
+        started.elapsed() < Duration::from_millis(190),
+        "close flushed at once"
+    );
+    pending.await.expect("join").expect("queued event stored");
+    let error = clone.publish(&order("late")).await.expect_err("closed");
+    assert!(matches!(error, ClientError::Closed(_)), "{error:?}");
+}
