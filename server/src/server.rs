@@ -180,10 +180,8 @@ impl BoundServer {
             }
             socket
         });
-        let serve = router.serve_with_incoming_shutdown(
-            incoming,
-            stop_accepting.clone().cancelled_owned(),
-        );
+        let serve =
+            router.serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
         tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(), in_memory = config.in_memory, "herald listening on {local_addr}");
         let mut serve = tokio::spawn(serve);
 
