@@ -34,4 +34,8 @@ step "tests"
 # which needs root (CI runs as root).
 cargo test --workspace --locked
 
+step "examples"
+# Each example starts an in-process broker unless HERALD_ENDPOINT is set.
+cargo run -p herald-client --locked --example user_signup
+
 step "all tests passed"

@@ -1,6 +1,35 @@
-//! A minimal Rust client for Herald: one shared HTTP/2 channel and the
-//! generated Publisher and Admin stubs behind a small API. The typed
-//! `Producer<T>` / `Consumer<T>` come later, on top of this.
+//! The Rust client for Herald: typed producers and consumers over the gRPC
+//! API, on one shared HTTP/2 connection.
+//!
+//! - [`Client`] ([`Client::builder`]): the connection, timeouts and
+//!   reconnect policy; cheap to clone.
+//! - [`Event`]: binds a Protobuf message to its topic, CloudEvents type and
+//!   source, and key.
+//! - [`Producer<T>`](Producer) ([`Client::producer`]): `publish(&T)`, batched
+//!   in the background over one `PublishStream`.
+//! - [`Consumer<T>`](Consumer) ([`Client::consumer`]): `run(handler)` or a
+//!   `Stream` of [`Envelope<T>`](Envelope), with acks, nacks and credits
+//!   handled for you.
+//!
+//! ```no_run
+//! use herald_client::prelude::*;
+//! # #[derive(Clone, PartialEq, prost::Message)]
+//! # pub struct UserSignedUp { #[prost(string, tag = "1")] pub user_id: String }
+//! # impl prost::Name for UserSignedUp { const NAME: &'static str = "UserSignedUp"; const PACKAGE: &'static str = "acme"; }
+//! # impl Event for UserSignedUp { const TOPIC: &'static str = "user.signup"; const TYPE: &'static str = "signed_up"; const SOURCE: &'static str = "/signup"; }
+//! # async fn demo() -> Result<(), ClientError> {
+//! let client = Client::builder().endpoint("http://127.0.0.1:50051").connect().await?;
+//! let producer = client.producer::<UserSignedUp>().build();
+//! producer.publish(&UserSignedUp { user_id: "u1".into() }).await?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod consumer;
+mod error;
+mod event;
+mod producer;
 
 use std::time::Duration;
 
@@ -8,80 +37,245 @@ pub use herald::StatusExt;
 pub use herald::v1;
 use herald::v1::admin_client::AdminClient;
 use herald::v1::publisher_client::PublisherClient;
-use herald::v1::{Event, PublishRequest, PublishResult};
+use herald::v1::subscriber_client::SubscriberClient;
+use herald::v1::{PublishRequest, PublishResult};
 use tonic::transport::{Channel, Endpoint};
 
-/// Why a client call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The endpoint string is not a valid URI.
-    #[error("invalid endpoint {endpoint:?}: {source}")]
-    InvalidEndpoint {
-        endpoint: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
-    /// Could not connect.
-    #[error("cannot connect to {endpoint}: {source}")]
-    Connect {
-        endpoint: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
-    /// The server answered with an error; [`StatusExt::herald_code`] tells which.
-    #[error("{}: {}", .0.code(), .0.message())]
-    Status(#[from] tonic::Status),
+pub use consumer::{
+    ActiveState, Consumer, ConsumerBuilder, Envelope, Position, Redelivery, SubscriptionType,
+};
+pub use error::ClientError;
+pub use event::{
+    CONTENT_TYPE_PROTOBUF, Event, Receipt, to_proto_duration, to_system_time, to_timestamp,
+};
+pub use producer::{Producer, ProducerBuilder, ProducerStats};
+
+/// The types most programs need: `use herald_client::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Client, ClientError, Consumer, Envelope, Event, Position, Producer, Receipt,
+        ReconnectPolicy, Redelivery, SubscriptionType,
+    };
+    pub use tokio_util::sync::CancellationToken;
 }
 
-/// A connection to a Herald server. Cheap to clone: clones share one channel.
+/// Largest message the client sends or accepts.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How a consumer re-attaches after the connection drops: exponential
+/// backoff from `initial`, times `multiplier` per attempt, capped at `max`,
+/// each delay randomised by up to `jitter` (a fraction, 0.0 to 1.0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReconnectPolicy {
+    /// First delay.
+    pub initial: Duration,
+    /// Longest delay.
+    pub max: Duration,
+    /// Growth per attempt.
+    pub multiplier: f64,
+    /// Random spread of each delay, as a fraction of it.
+    pub jitter: f64,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        ReconnectPolicy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            multiplier: 2.0,
+            jitter: 0.2,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// The delay before attempt `attempt` (0-based), jitter applied.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let base = self.initial.as_secs_f64() * self.multiplier.max(1.0).powi(attempt as i32);
+        let base = base.min(self.max.as_secs_f64());
+        // Jitter from the sub-second clock: good enough to spread reconnects.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        let unit = (nanos % 1000) as f64 / 1000.0 * 2.0 - 1.0;
+        let spread = self.jitter.clamp(0.0, 1.0) * unit;
+        Duration::from_secs_f64((base * (1.0 + spread)).max(0.0))
+    }
+}
+
+/// Builds a [`Client`]: endpoint, timeouts and reconnect policy.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), herald_client::ClientError> {
+/// use std::time::Duration;
+/// use herald_client::{Client, ReconnectPolicy};
+/// let client = Client::builder()
+///     .endpoint("http://127.0.0.1:50051")
+///     .connect_timeout(Duration::from_secs(2))
+///     .request_timeout(Duration::from_secs(10))
+///     .reconnect(ReconnectPolicy::default())
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    /// Where the server listens, e.g. `http://127.0.0.1:50051`.
+    endpoint: String,
+    /// Bound on establishing the TCP + HTTP/2 connection.
+    connect_timeout: Duration,
+    /// Bound on each unary call and each producer publish.
+    request_timeout: Duration,
+    /// How consumers re-attach after the connection drops.
+    reconnect: ReconnectPolicy,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            endpoint: "http://127.0.0.1:50051".to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            reconnect: ReconnectPolicy::default(),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The server's URI. Default `http://127.0.0.1:50051`.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = endpoint.into();
+        self
+    }
+
+    /// How long connecting may take. Default 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a unary call or a publish may take. Default 30 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How consumers re-attach after the connection drops.
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// Connects; fails with [`ClientError::Connect`] if the server cannot be
+    /// reached within the connect timeout.
+    pub async fn connect(self) -> Result<Client, ClientError> {
+        let endpoint = Endpoint::from_shared(self.endpoint.clone())
+            .map_err(|source| ClientError::InvalidEndpoint {
+                endpoint: self.endpoint.clone(),
+                source,
+            })?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                endpoint: self.endpoint.clone(),
+                timeout: self.connect_timeout,
+                source,
+            })?;
+        let mut client = Client::from_channel(channel);
+        client.request_timeout = self.request_timeout;
+        client.reconnect = self.reconnect;
+        Ok(client)
+    }
+}
+
+/// A connection to a Herald server. Cheap to clone: clones share one
+/// HTTP/2 channel, which reconnects by itself when the server comes back.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), herald_client::ClientError> {
+/// use herald_client::Client;
+/// let client = Client::connect("http://127.0.0.1:50051").await?;
+/// let results = client
+///     .publish("orders", vec![herald_client::event("order.placed", "hello")])
+///     .await?;
+/// println!("stored at offset {}", results[0].offset);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Client {
+    /// Publisher stub on the shared channel.
     publisher: PublisherClient<Channel>,
+    /// Subscriber stub on the shared channel.
+    subscriber: SubscriberClient<Channel>,
+    /// Admin stub on the shared channel.
     admin: AdminClient<Channel>,
+    /// Bound on unary calls and publishes.
+    request_timeout: Duration,
+    /// How consumers re-attach.
+    reconnect: ReconnectPolicy,
 }
 
 impl Client {
-    /// Connects to `endpoint`, e.g. `http://127.0.0.1:50051`.
+    /// A builder with the defaults (endpoint `http://127.0.0.1:50051`,
+    /// connect timeout 5 s, request timeout 30 s).
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Connects to `endpoint`, e.g. `http://127.0.0.1:50051`, with the
+    /// default settings.
     pub async fn connect(endpoint: impl Into<String>) -> Result<Self, ClientError> {
-        let endpoint = endpoint.into();
-        let channel = Endpoint::from_shared(endpoint.clone())
-            .map_err(|source| ClientError::InvalidEndpoint {
-                endpoint: endpoint.clone(),
-                source,
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect { endpoint, source })?;
-        Ok(Self::from_channel(channel))
+        Self::builder().endpoint(endpoint).connect().await
     }
 
     /// Wraps an existing channel.
     pub fn from_channel(channel: Channel) -> Self {
         Self {
             publisher: PublisherClient::new(channel.clone())
-                .max_decoding_message_size(64 * 1024 * 1024)
-                .max_encoding_message_size(64 * 1024 * 1024),
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            subscriber: SubscriberClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             admin: AdminClient::new(channel),
+            request_timeout: ClientBuilder::default().request_timeout,
+            reconnect: ReconnectPolicy::default(),
         }
     }
 
-    /// Publishes `events` to `topic`; returns once they are durable.
+    /// Publishes raw `events` to `topic` in one call; returns once they are
+    /// durable. Typed code uses [`Client::producer`] instead.
     pub async fn publish(
         &self,
         topic: &str,
-        events: Vec<Event>,
+        events: Vec<v1::Event>,
     ) -> Result<Vec<PublishResult>, ClientError> {
-        let response = self
-            .publisher
-            .clone()
-            .publish(PublishRequest {
-                topic: topic.to_owned(),
-                events,
-            })
-            .await?;
+        let mut publisher = self.publisher.clone();
+        let call = publisher.publish(PublishRequest {
+            topic: topic.to_owned(),
+            events,
+        });
+        let response = tokio::time::timeout(self.request_timeout, call)
+            .await
+            .map_err(|_| ClientError::Timeout(self.request_timeout))??;
         Ok(response.into_inner().results)
+    }
+
+    /// A typed producer of `T` events (to `T::TOPIC`); see [`Producer`].
+    pub fn producer<T: Event>(&self) -> ProducerBuilder<T> {
+        ProducerBuilder::new(self.clone())
+    }
+
+    /// A typed consumer of `T` events on `subscription` of `T::TOPIC`; see
+    /// [`Consumer`].
+    pub fn consumer<T: Event>(&self, subscription: impl Into<String>) -> ConsumerBuilder<T> {
+        ConsumerBuilder::new(self.clone(), subscription.into())
     }
 
     /// The generated Publisher stub, for streaming publishes.
@@ -89,17 +283,32 @@ impl Client {
         self.publisher.clone()
     }
 
+    /// The generated Subscriber stub (e.g. for `Read`).
+    pub fn subscriber(&self) -> SubscriberClient<Channel> {
+        self.subscriber.clone()
+    }
+
     /// The generated Admin stub.
     pub fn admin(&self) -> AdminClient<Channel> {
         self.admin.clone()
     }
+
+    /// The request timeout in force.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The reconnect policy in force.
+    pub fn reconnect_policy(&self) -> ReconnectPolicy {
+        self.reconnect
+    }
 }
 
-/// An event with `data` and `type`, other attributes empty.
-pub fn event(event_type: &str, data: impl Into<bytes::Bytes>) -> Event {
-    Event {
+/// A raw event with `data` and `type`, other attributes empty.
+pub fn event(event_type: &str, data: impl Into<bytes::Bytes>) -> v1::Event {
+    v1::Event {
         r#type: event_type.to_owned(),
         data: data.into(),
-        ..Event::default()
+        ..v1::Event::default()
     }
 }

@@ -1,7 +1,8 @@
 //! The Herald broker as a library: `storage` (durable logs, no gRPC),
 //! `broker` (topics and publishing, no tonic), `api` (thin tonic services),
 //! `server` (config, health, reflection, shutdown) that `main.rs` runs, and
-//! `bench` (the load generators behind `herald bench`).
+//! `bench` (the load generators behind `herald bench`) and `testing` (an
+//! in-process server for tests).
 
 pub mod api;
 pub mod bench;
@@ -9,3 +10,4 @@ pub mod broker;
 pub mod config;
 pub mod server;
 pub mod storage;
+pub mod testing;
