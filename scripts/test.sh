@@ -34,8 +34,22 @@ step "tests"
 # which needs root (CI runs as root).
 cargo test --workspace --locked
 
-step "examples"
-# Each example starts an in-process broker unless HERALD_ENDPOINT is set.
-cargo run -p herald-client --locked --example user_signup
+step "examples against a real herald process"
+# The test suite already runs each example against an in-process broker;
+# here they run as programs against `herald serve` on its own data dir.
+cargo build -p herald-server --locked --bin herald
+EXAMPLES_DATA=$(mktemp -d)
+EXAMPLES_PORT=50551
+target/debug/herald serve --listen "127.0.0.1:${EXAMPLES_PORT}" --data-dir "$EXAMPLES_DATA" \
+  > "$EXAMPLES_DATA.log" 2>&1 &
+HERALD_PID=$!
+trap 'kill "$HERALD_PID" 2>/dev/null || true; wait "$HERALD_PID" 2>/dev/null || true; rm -rf "$EXAMPLES_DATA" "$EXAMPLES_DATA.log"' EXIT
+for _ in $(seq 1 100); do
+  "$GRPCURL" -plaintext "127.0.0.1:${EXAMPLES_PORT}" grpc.health.v1.Health/Check >/dev/null 2>&1 && break
+  sleep 0.1
+done
+for example in user_signup event_sourcing route_allocation; do
+  HERALD_ENDPOINT="http://127.0.0.1:${EXAMPLES_PORT}" cargo run -p herald-client --locked --example "$example"
+done
 
 step "all tests passed"

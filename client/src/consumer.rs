@@ -27,7 +27,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{to_proto_duration, to_system_time, to_timestamp};
+use crate::event::{to_proto_duration, to_timestamp};
+use crate::reader::Recorded;
 use crate::{Client, ClientError, Event};
 
 /// How long closing waits for the server to end the stream.
@@ -72,7 +73,7 @@ pub enum Position {
 }
 
 impl Position {
-    fn to_proto(&self) -> v1::Position {
+    pub(crate) fn to_proto(&self) -> v1::Position {
         use v1::position::Kind;
         let kind = match self {
             Position::Earliest => Kind::Earliest(()),
@@ -670,42 +671,34 @@ impl<T: Event> Envelope<T> {
         acker: Acker,
         nack_on_drop: bool,
     ) -> Result<Self, Box<(AckHandle, ClientError)>> {
-        let event = delivery.event.unwrap_or_default();
-        let decoded = <T as prost::Message>::decode(event.data.as_ref());
+        let ack_handle = delivery.ack_handle.clone();
+        let delivery_attempt = delivery.delivery_attempt;
+        let decoded = Recorded::<T>::decode(delivery);
         let handle = AckHandle {
-            ack_handle: delivery.ack_handle,
+            ack_handle,
             acker,
             finished: Arc::new(AtomicBool::new(false)),
             nack_on_drop: nack_on_drop && decoded.is_ok(),
         };
-        let value = match decoded {
-            Ok(value) => value,
-            Err(source) => {
-                return Err(Box::new((
-                    handle,
-                    ClientError::Decode {
-                        id: event.id,
-                        schema: T::schema(),
-                        source,
-                    },
-                )));
-            }
+        let r = match decoded {
+            Ok(r) => r,
+            Err(error) => return Err(Box::new((handle, error))),
         };
         Ok(Envelope {
-            value,
-            id: event.id,
-            event_type: event.r#type,
-            source: event.source,
-            subject: event.subject,
-            time: event.time.map(to_system_time),
-            data_schema: event.data_schema,
-            key: event.key,
-            attributes: event.attributes,
-            topic: delivery.topic,
-            partition: delivery.partition,
-            offset: delivery.offset,
-            delivery_attempt: delivery.delivery_attempt,
-            publish_time: delivery.publish_time.map(to_system_time),
+            value: r.value,
+            id: r.id,
+            event_type: r.event_type,
+            source: r.source,
+            subject: r.subject,
+            time: r.time,
+            data_schema: r.data_schema,
+            key: r.key,
+            attributes: r.attributes,
+            topic: r.topic,
+            partition: r.partition,
+            offset: r.offset,
+            delivery_attempt,
+            publish_time: r.publish_time,
             handle,
         })
     }

@@ -30,6 +30,7 @@ mod consumer;
 mod error;
 mod event;
 mod producer;
+mod reader;
 
 use std::time::Duration;
 
@@ -49,12 +50,13 @@ pub use event::{
     CONTENT_TYPE_PROTOBUF, Event, Receipt, to_proto_duration, to_system_time, to_timestamp,
 };
 pub use producer::{Producer, ProducerBuilder, ProducerStats};
+pub use reader::{ReaderBuilder, Recorded};
 
 /// The types most programs need: `use herald_client::prelude::*;`.
 pub mod prelude {
     pub use crate::{
         Client, ClientError, Consumer, Envelope, Event, Position, Producer, Receipt,
-        ReconnectPolicy, Redelivery, SubscriptionType,
+        ReconnectPolicy, Recorded, Redelivery, SubscriptionType,
     };
     pub use tokio_util::sync::CancellationToken;
 }
@@ -276,6 +278,12 @@ impl Client {
     /// [`Consumer`].
     pub fn consumer<T: Event>(&self, subscription: impl Into<String>) -> ConsumerBuilder<T> {
         ConsumerBuilder::new(self.clone(), subscription.into())
+    }
+
+    /// A typed read of `T::TOPIC` with no subscription (replay, audit);
+    /// see [`ReaderBuilder`].
+    pub fn reader<T: Event>(&self) -> ReaderBuilder<T> {
+        ReaderBuilder::new(self.clone())
     }
 
     /// The generated Publisher stub, for streaming publishes.
