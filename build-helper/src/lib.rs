@@ -198,12 +198,10 @@ impl Builder {
             }
         }
 
-        let requested: Vec<String> = compiler
-            .files()
-            .filter(|f| !f.is_import())
-            .map(|f| f.name().to_owned())
-            .collect();
-        let events = find_events(&compiler.descriptor_pool(), &requested)?;
+        // prost generates code for the imported files too, so their events
+        // get impls as well.
+        let generated: Vec<String> = compiler.files().map(|f| f.name().to_owned()).collect();
+        let events = find_events(&compiler.descriptor_pool(), &generated)?;
 
         let mut config = self.config;
         config.enable_type_names().out_dir(&out_dir);

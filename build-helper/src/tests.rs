@@ -166,8 +166,14 @@ fn compile_writes_prost_code_with_the_impls_appended() {
     std::fs::write(
         proto.join("e.proto"),
         format!(
-            "{HEAD}message Shipped {{ option (herald.v1.event) = {{ topic: \"ships\" key_field: \"n\" }}; int64 n = 1; }}"
+            "{HEAD}import \"acme/v1/imported.proto\";
+             message Shipped {{ option (herald.v1.event) = {{ topic: \"ships\" key_field: \"n\" }}; int64 n = 1; Imported i = 2; }}"
         ),
+    )
+    .unwrap();
+    std::fs::write(
+        proto.join("imported.proto"),
+        format!("{HEAD}message Imported {{ option (herald.v1.event) = {{ topic: \"imp\" }}; }}"),
     )
     .unwrap();
     let out = dir.path().join("out");
@@ -178,7 +184,7 @@ fn compile_writes_prost_code_with_the_impls_appended() {
         .emit_rerun_if_changed(false)
         .compile(&[proto.join("e.proto")])
         .unwrap();
-    assert_eq!(found.len(), 1);
+    assert_eq!(found.len(), 2, "{found:?}");
     let code = std::fs::read_to_string(out.join("acme.v1.rs")).unwrap();
     assert!(code.contains("pub struct Shipped"), "{code}");
     assert!(code.contains("impl ::prost::Name for Shipped"), "{code}");
@@ -187,6 +193,11 @@ fn compile_writes_prost_code_with_the_impls_appended() {
         "{code}"
     );
     assert!(code.contains("Some(self.n.to_string())"), "{code}");
+    assert!(
+        code.contains("impl ::herald_client::Event for Imported {"),
+        "{code}"
+    );
+    assert_eq!(code.matches(GENERATED_HEADER).count(), 1, "{code}");
 }
 
 #[test]
