@@ -36,9 +36,15 @@ const PUBLISHERS: usize = 8192;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let endpoint = args.get(1).cloned().unwrap_or_else(|| "http://127.0.0.1:50051".into());
+    let endpoint = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "http://127.0.0.1:50051".into());
     let seconds: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
-    let backlog: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let backlog: u64 = args
+        .get(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let client = Client::builder().endpoint(&endpoint).connect().await?;
     let sample = Sample { data: vec![7; 100] };
 
@@ -95,6 +101,9 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let secs = started.elapsed().as_secs_f64();
     let read = seen.load(Ordering::Relaxed);
-    println!("consumer: {read} events in {secs:.1} s = {:.0} events/s (ack per event)", read as f64 / secs);
+    println!(
+        "consumer: {read} events in {secs:.1} s = {:.0} events/s (ack per event)",
+        read as f64 / secs
+    );
     Ok(())
 }

@@ -9,9 +9,9 @@ use herald::v1::PublishResult;
 /// its CloudEvents `type` and `source`, and its ordering key.
 ///
 /// The message's full Protobuf name (from [`prost::Name`]) becomes the
-/// event's `data_schema`. Generated code will implement this from the
-/// `(herald.v1.event)` option in `options.proto`; until then, implement it
-/// by hand:
+/// event's `data_schema`. The `herald-build` crate implements it from the
+/// `(herald.v1.event)` option in `options.proto` from a `build.rs`; it can
+/// also be implemented by hand:
 ///
 /// ```
 /// use herald_client::prelude::*;
