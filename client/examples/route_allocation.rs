@@ -76,14 +76,9 @@ impl Event for DriverAlertRequested {
 
 /// Runs the whole flow and checks each step.
 pub async fn run_example() -> anyhow::Result<()> {
-    let (_server, endpoint) = match std::env::var("HERALD_ENDPOINT") {
-        Ok(endpoint) => (None, endpoint),
-        Err(_) => {
-            let server = herald_server::testing::start_in_memory().await;
-            let endpoint = server.endpoint();
-            (Some(server), endpoint)
-        }
-    };
+    // An in-process broker unless HERALD_ENDPOINT names a real one.
+    let (_server, endpoint) =
+        herald_server::testing::endpoint_from_env_or_in_memory("HERALD_ENDPOINT").await;
     let client = Client::builder()
         .endpoint(&endpoint)
         .connect_timeout(Duration::from_secs(5))

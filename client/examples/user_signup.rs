@@ -36,15 +36,9 @@ impl Event for UserSignedUp {
 
 /// Publishes one sign-up and consumes it back, checking what arrives.
 pub async fn run_example() -> anyhow::Result<()> {
-    // An in-process broker unless told where a real one is.
-    let (_server, endpoint) = match std::env::var("HERALD_ENDPOINT") {
-        Ok(endpoint) => (None, endpoint),
-        Err(_) => {
-            let server = herald_server::testing::start_in_memory().await;
-            let endpoint = server.endpoint();
-            (Some(server), endpoint)
-        }
-    };
+    // An in-process broker unless HERALD_ENDPOINT names a real one.
+    let (_server, endpoint) =
+        herald_server::testing::endpoint_from_env_or_in_memory("HERALD_ENDPOINT").await;
     let client = Client::builder()
         .endpoint(&endpoint)
         .connect_timeout(Duration::from_secs(5))

@@ -27,6 +27,21 @@ pub struct TestServer {
     task: Option<JoinHandle<Result<(), ServerError>>>,
 }
 
+/// The broker named by the `var` environment variable (an endpoint such as
+/// `http://127.0.0.1:50051`), or else a fresh in-memory one: examples and
+/// demos run against a real deployment when told, and stand alone when not.
+/// Keep the returned server alive for as long as the endpoint is used.
+pub async fn endpoint_from_env_or_in_memory(var: &str) -> (Option<TestServer>, String) {
+    match std::env::var(var) {
+        Ok(endpoint) => (None, endpoint),
+        Err(_) => {
+            let server = start_in_memory().await;
+            let endpoint = server.endpoint();
+            (Some(server), endpoint)
+        }
+    }
+}
+
 /// Starts an in-memory server on `127.0.0.1:0` with the default settings.
 ///
 /// # Panics
