@@ -1,6 +1,8 @@
 //! Throughput of the typed client: `Producer<T>` with many concurrent
-//! `publish` calls, and `Consumer<T>` draining a backlog with an ack per
-//! event. Against a running server (release build for real figures):
+//! `publish` calls, `Producer<T>` with `publish_batch` calls of 100 events
+//! from several tasks (the fair comparison with the raw PublishStream bench,
+//! which sends batches of 100), and `Consumer<T>` draining a backlog with an
+//! ack per event. Against a running server (release build for real figures):
 //!
 //! ```sh
 //! cargo run --release -p herald-client --example typed_bench -- http://127.0.0.1:50051 10 1000000
@@ -32,6 +34,12 @@ impl Event for Sample {
 }
 
 const PUBLISHERS: usize = 8192;
+
+/// Tasks calling `publish_batch` in the batch section.
+const BATCH_PUBLISHERS: usize = 64;
+
+/// Events per `publish_batch` call.
+const BATCH: usize = 100;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -76,6 +84,37 @@ async fn main() -> anyhow::Result<()> {
         stats.events as f64 / stats.requests.max(1) as f64
     );
     producer.close().await;
+
+    // Producer<T>::publish_batch: batches of 100 from several tasks.
+    let producer = client.producer::<Sample>().max_in_flight(16).build();
+    let batch_sent = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..BATCH_PUBLISHERS {
+        let (producer, sent) = (producer.clone(), batch_sent.clone());
+        let batch = vec![sample.clone(); BATCH];
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                producer.publish_batch(&batch).await.expect("publish_batch");
+                sent.fetch_add(BATCH as u64, Ordering::Relaxed);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let batch_published = batch_sent.load(Ordering::Relaxed);
+    let stats = producer.stats();
+    println!(
+        "producer publish_batch({BATCH}) x {BATCH_PUBLISHERS} tasks: {batch_published} events in {secs:.1} s = {:.0} events/s ({} requests, {:.0} events/request)",
+        batch_published as f64 / secs,
+        stats.requests,
+        stats.events as f64 / stats.requests.max(1) as f64
+    );
+    producer.close().await;
+    let published = published + batch_published;
 
     // Consumer<T>: drain `backlog` events from the start, ack per event.
     let to_read = backlog.min(published);

@@ -23,8 +23,9 @@ use futures::{FutureExt, Stream};
 use herald::v1::subscribe_request::Request as ClientMessage;
 use herald::v1::subscribe_response::Response as ServerMessage;
 use herald::v1::{self, DeliveredEvent, SubscribeRequest, SubscribeResponse};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{to_proto_duration, to_timestamp};
@@ -418,7 +419,7 @@ impl<T: Event> Consumer<T> {
             let mut stream = self
                 .client
                 .subscriber()
-                .subscribe(UnboundedReceiverStream::new(rx))
+                .subscribe(Coalesced::new(rx))
                 .await?
                 .into_inner();
             let mut queue = VecDeque::new();
@@ -734,6 +735,76 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Envelope<T> {
             .field("offset", &self.offset)
             .field("delivery_attempt", &self.delivery_attempt)
             .finish_non_exhaustive()
+    }
+}
+
+/// Most ack handles merged into one `Ack` message.
+const MAX_MERGED_HANDLES: usize = 1000;
+
+/// The consumer's requests as a stream, with runs of acks that are already
+/// queued when the transport asks for the next message merged into one
+/// `Ack` (and runs of credit grants into one `Credit`). Nothing waits to be
+/// merged: a lone ack goes at once; only acks that piled up behind a busy
+/// stream share a message. Order is kept (only neighbours merge), so every
+/// ack still reaches the server, before the half-close.
+struct Coalesced {
+    /// From the consumer and its ack handles.
+    rx: mpsc::UnboundedReceiver<SubscribeRequest>,
+    /// Taken off `rx` but not mergeable with the message before it.
+    stash: Option<SubscribeRequest>,
+}
+
+impl Coalesced {
+    fn new(rx: mpsc::UnboundedReceiver<SubscribeRequest>) -> Self {
+        Coalesced { rx, stash: None }
+    }
+}
+
+impl Stream for Coalesced {
+    type Item = SubscribeRequest;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let mut first = match this.stash.take() {
+            Some(first) => first,
+            None => match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(first)) => first,
+                other => return other,
+            },
+        };
+        loop {
+            let merged = match &first.request {
+                Some(ClientMessage::Ack(ack)) => {
+                    !ack.cumulative && ack.ack_handles.len() < MAX_MERGED_HANDLES
+                }
+                Some(ClientMessage::Credit(_)) => true,
+                _ => false,
+            };
+            if !merged {
+                break;
+            }
+            let next = match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(next)) => next,
+                // Pending (the waker is registered) or closed: send what we
+                // have; the next poll sees the rest.
+                _ => break,
+            };
+            match (&mut first.request, next.request) {
+                (Some(ClientMessage::Ack(into)), Some(ClientMessage::Ack(more)))
+                    if !more.cumulative =>
+                {
+                    into.ack_handles.extend(more.ack_handles);
+                }
+                (Some(ClientMessage::Credit(into)), Some(ClientMessage::Credit(more))) => {
+                    into.credits = into.credits.saturating_add(more.credits);
+                }
+                (_, other) => {
+                    this.stash = Some(SubscribeRequest { request: other });
+                    break;
+                }
+            }
+        }
+        Poll::Ready(Some(first))
     }
 }
 

@@ -92,7 +92,7 @@ impl<T: Event> ProducerBuilder<T> {
     /// Starts the background task (needs a tokio runtime) and returns the
     /// producer.
     pub fn build(self) -> Producer<T> {
-        let (tx, rx) = mpsc::channel(self.max_batch.max(64));
+        let (tx, rx) = mpsc::channel((self.max_batch * 2).max(64));
         let stats = Arc::new(Counters::default());
         let task = Batcher {
             publisher: self.client.publisher(),
@@ -229,7 +229,13 @@ impl<T: Event> Producer<T> {
     /// The wire envelope of `event`.
     fn envelope(&self, event: &T) -> v1::Event {
         v1::Event {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: {
+                let mut buf = uuid::Uuid::encode_buffer();
+                uuid::Uuid::now_v7()
+                    .hyphenated()
+                    .encode_lower(&mut buf)
+                    .to_owned()
+            },
             source: self.source.clone(),
             r#type: T::TYPE.to_owned(),
             subject: String::new(),
@@ -287,8 +293,23 @@ struct Caller {
     /// Where to answer.
     reply: Reply,
     /// A copy of the events when the request is shared with other calls, so
-    /// they can be sent again without the one the broker refused.
-    events: Option<Vec<v1::Event>>,
+    /// they can be sent again without the one the broker refused: this
+    /// call's byte range in the request's [`Backup`] (length-delimited
+    /// encodings; one buffer per request instead of a deep clone per event).
+    backup: Option<(Arc<Vec<u8>>, std::ops::Range<usize>)>,
+}
+
+impl Caller {
+    /// The events to send again, decoded from the backup.
+    fn events_again(&self) -> Option<Vec<v1::Event>> {
+        let (buf, range) = self.backup.as_ref()?;
+        let mut bytes = &buf[range.clone()];
+        let mut events = Vec::with_capacity(self.count);
+        while !bytes.is_empty() {
+            events.push(prost::Message::decode_length_delimited(&mut bytes).ok()?);
+        }
+        Some(events)
+    }
 }
 
 /// The calls making up one request, in order.
@@ -372,6 +393,22 @@ impl Batcher {
                             }
                             queued_events += events.len();
                             queue.push_back((events, reply));
+                            // Take whatever else is already waiting, without
+                            // a select round per call.
+                            while queued_events < self.max_batch {
+                                match rx.try_recv() {
+                                    Ok(Command::Publish(events, reply)) => {
+                                        queued_events += events.len();
+                                        queue.push_back((events, reply));
+                                    }
+                                    Ok(Command::Close(done)) => {
+                                        closing.push(done);
+                                        rx.close();
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
                         }
                         Some(Command::Close(done)) => {
                             closing.push(done);
@@ -396,7 +433,7 @@ impl Batcher {
         queued_events: &mut usize,
         next_sequence: &mut u64,
     ) -> (u64, PublishStreamRequest, Callers) {
-        let mut events = Vec::new();
+        let mut events: Vec<v1::Event> = Vec::new();
         let mut callers = Vec::new();
         while let Some((batch, _)) = queue.front() {
             if !events.is_empty() && events.len() + batch.len() > self.max_batch {
@@ -407,15 +444,41 @@ impl Batcher {
             callers.push(Caller {
                 count: batch.len(),
                 reply,
-                events: None,
+                backup: None,
             });
-            events.extend(batch);
+            if events.is_empty() {
+                events = batch;
+                if let Some((next, _)) = queue.front()
+                    && events.len() + next.len() <= self.max_batch
+                {
+                    events.reserve((*queued_events).min(self.max_batch - events.len()));
+                }
+            } else {
+                events.extend(batch);
+            }
         }
         if callers.len() > 1 {
+            let size: usize = events
+                .iter()
+                .map(|e| {
+                    let len = prost::Message::encoded_len(e);
+                    len + prost::encoding::length_delimiter_len(len)
+                })
+                .sum();
+            let mut buf = Vec::with_capacity(size);
+            let mut ranges = Vec::with_capacity(callers.len());
             let mut start = 0;
-            for caller in &mut callers {
-                caller.events = Some(events[start..start + caller.count].to_vec());
+            for caller in &callers {
+                let from = buf.len();
+                for event in &events[start..start + caller.count] {
+                    prost::Message::encode_length_delimited(event, &mut buf).expect("buffer grows");
+                }
+                ranges.push(from..buf.len());
                 start += caller.count;
+            }
+            let buf = Arc::new(buf);
+            for (caller, range) in callers.iter_mut().zip(ranges) {
+                caller.backup = Some((buf.clone(), range));
             }
         }
         let sequence = *next_sequence;
@@ -506,7 +569,7 @@ fn answer(
         };
         let mut retry = Vec::new();
         for (i, caller) in callers.into_iter().enumerate() {
-            match caller.events {
+            match caller.events_again() {
                 Some(events) if i != culprit => retry.push((events, caller.reply)),
                 _ => {
                     let _ = caller.reply.send(Err(error.duplicate()));
