@@ -147,6 +147,22 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// A failure reading or resolving a partition of `topic`: a closed log
+    /// means the topic was deleted under the reader; anything else is a
+    /// storage failure of that partition.
+    pub fn from_partition(topic: &str, partition: u32, source: StorageError) -> Self {
+        match source {
+            StorageError::Closed => BrokerError::TopicDeleted {
+                topic: topic.to_owned(),
+            },
+            source => BrokerError::Storage {
+                topic: topic.to_owned(),
+                partition,
+                source: Arc::new(source),
+            },
+        }
+    }
+
     /// The storage error underneath, if this is one.
     pub fn storage_error(&self) -> Option<&StorageError> {
         match self {

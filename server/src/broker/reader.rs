@@ -8,7 +8,7 @@ use futures::future::select_all;
 use tokio::sync::watch;
 
 use super::{Broker, BrokerError, Position, Result};
-use crate::storage::{PartitionLog, StorageError, StoredRecord};
+use crate::storage::{PartitionLog, StoredRecord};
 
 /// Most records one storage read returns: small enough that a synchronous
 /// read does not hold up the runtime, large enough to amortize the call.
@@ -88,7 +88,7 @@ impl Broker {
             let next = options
                 .position
                 .resolve(log.as_ref(), partition)
-                .map_err(|source| storage_error(topic, partition, source))?;
+                .map_err(|source| BrokerError::from_partition(topic, partition, source))?;
             cursors.push(Cursor {
                 partition,
                 log,
@@ -155,11 +155,8 @@ impl Reader {
             let records = cursor
                 .log
                 .read(cursor.next, max_records, CHUNK_BYTES)
-                .map_err(|source| match source {
-                    StorageError::Closed => BrokerError::TopicDeleted {
-                        topic: self.topic.clone(),
-                    },
-                    source => storage_error(&self.topic, cursor.partition, source),
+                .map_err(|source| {
+                    BrokerError::from_partition(&self.topic, cursor.partition, source)
                 })?;
             let Some(last) = records.last() else {
                 continue;
@@ -186,14 +183,6 @@ impl Reader {
         changed.map_err(|_| BrokerError::TopicDeleted {
             topic: self.topic.clone(),
         })
-    }
-}
-
-fn storage_error(topic: &str, partition: u32, source: StorageError) -> BrokerError {
-    BrokerError::Storage {
-        topic: topic.to_owned(),
-        partition,
-        source: Arc::new(source),
     }
 }
 

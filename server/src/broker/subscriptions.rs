@@ -196,11 +196,7 @@ impl Broker {
             let start = spec
                 .initial_position
                 .resolve(p.log.as_ref(), partition as u32)
-                .map_err(|source| BrokerError::Storage {
-                    topic: topic.to_owned(),
-                    partition: partition as u32,
-                    source: Arc::new(source),
-                })?;
+                .map_err(|source| BrokerError::from_partition(topic, partition as u32, source))?;
             cursors.push(AckSet::starting_at(start));
         }
         let meta = SubscriptionMeta {

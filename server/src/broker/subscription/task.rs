@@ -562,17 +562,7 @@ impl SubscriptionTask {
     }
 
     fn storage_error(&self, partition: u32, source: StorageError) -> BrokerError {
-        if matches!(source, StorageError::Closed) {
-            return BrokerError::TopicNotFound {
-                topic: self.info.topic.clone(),
-                hint: " (it was deleted)",
-            };
-        }
-        BrokerError::Storage {
-            topic: self.info.topic.clone(),
-            partition,
-            source: Arc::new(source),
-        }
+        BrokerError::from_partition(&self.info.topic, partition, source)
     }
 }
 
@@ -659,9 +649,8 @@ fn clone_error(error: &BrokerError) -> BrokerError {
     match error {
         BrokerError::ShuttingDown => BrokerError::ShuttingDown,
         BrokerError::SubscriptionClosed => BrokerError::SubscriptionClosed,
-        BrokerError::TopicNotFound { topic, hint } => BrokerError::TopicNotFound {
+        BrokerError::TopicDeleted { topic } => BrokerError::TopicDeleted {
             topic: topic.clone(),
-            hint,
         },
         other => BrokerError::SubscriptionFailed {
             reason: other.to_string(),
