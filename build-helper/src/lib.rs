@@ -264,6 +264,8 @@ pub struct EventSpec {
 /// The field an event's ordering key is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyField {
+    /// The field's name in the `.proto` file.
+    pub proto_name: String,
     /// The Rust field name (e.g. `user_id`, `r#type`).
     pub rust_name: String,
     /// `true` for a string field, `false` for an integer or bool.
@@ -373,6 +375,7 @@ fn event_spec(
             Kind::Double | Kind::Float => return Err(not_scalar("floating point")),
         };
         Some(KeyField {
+            proto_name: field.name().to_owned(),
             rust_name: to_snake(field.name()),
             is_string,
             optional: field.supports_presence() && field.cardinality() != Cardinality::Required,

@@ -42,6 +42,7 @@ fn reads_every_option_field() {
             event_type: "com.example.signed_up".into(),
             source: "/svc".into(),
             key: Some(KeyField {
+                proto_name: "user_id".into(),
                 rust_name: "user_id".into(),
                 is_string: true,
                 optional: false,
@@ -76,6 +77,7 @@ fn nested_messages_and_keywords_use_prost_names() {
     assert_eq!(
         found[0].key,
         Some(KeyField {
+            proto_name: "type".into(),
             rust_name: "r#type".into(),
             is_string: false,
             optional: true,
@@ -147,6 +149,7 @@ fn rendered_impls_carry_header_constants_and_key() {
 
     let key = |is_string, optional| {
         render([&spec(Some(KeyField {
+            proto_name: "id".into(),
             rust_name: "id".into(),
             is_string,
             optional,
