@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
-use futures::{FutureExt, Stream};
+use futures::{FutureExt, Stream, StreamExt};
 use herald::v1::subscribe_request::Request as ClientMessage;
 use herald::v1::subscribe_response::Response as ServerMessage;
 use herald::v1::{self, DeliveredEvent, SubscribeRequest, SubscribeResponse};
@@ -27,6 +27,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::event::{to_proto_duration, to_timestamp};
 use crate::reader::Recorded;
@@ -131,6 +133,35 @@ pub struct ActiveState {
     pub partitions: Vec<u32>,
 }
 
+/// Consumer settings every consumer of a [`Client`] starts from (set with
+/// [`ClientBuilder::consumer_defaults`](crate::ClientBuilder::consumer_defaults));
+/// each [`ConsumerBuilder`] can override them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerSettings {
+    /// Most deliveries outstanding at once. Default 100.
+    pub credits: u32,
+    /// Ack deadline for new subscriptions; `None`: the server's (30 s).
+    pub ack_deadline: Option<Duration>,
+    /// Redelivery policy for new subscriptions; `None`: the server's.
+    pub redelivery: Option<Redelivery>,
+    /// Handlers [`Consumer::run`] runs at once. Default 1 (in order).
+    pub concurrency: usize,
+    /// Re-attach after transport failures. Default true.
+    pub reconnect: bool,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        ConsumerSettings {
+            credits: 100,
+            ack_deadline: None,
+            redelivery: None,
+            concurrency: 1,
+            reconnect: true,
+        }
+    }
+}
+
 /// Builds a [`Consumer`]: subscription type, consumer name, priority,
 /// initial position, credits, ack deadline and redelivery policy.
 pub struct ConsumerBuilder<T> {
@@ -140,24 +171,44 @@ pub struct ConsumerBuilder<T> {
     attach: v1::Attach,
     /// Re-attach after transport failures.
     reconnect: bool,
+    /// Handlers run at once by `run`.
+    concurrency: usize,
     /// The event type consumed.
     _event: PhantomData<fn() -> T>,
 }
 
 impl<T: Event> ConsumerBuilder<T> {
     pub(crate) fn new(client: Client, subscription: String) -> Self {
+        let defaults = client.consumer_defaults().clone();
         ConsumerBuilder {
             client,
             attach: v1::Attach {
                 topic: T::TOPIC.to_owned(),
                 subscription,
                 r#type: v1::SubscriptionType::Shared as i32,
-                initial_credits: 100,
+                initial_credits: defaults.credits.clamp(1, 10_000),
+                ack_deadline: defaults.ack_deadline.map(to_proto_duration),
+                redelivery: defaults.redelivery.as_ref().map(Redelivery::to_proto),
                 ..v1::Attach::default()
             },
-            reconnect: true,
+            reconnect: defaults.reconnect,
+            concurrency: defaults.concurrency.max(1),
             _event: PhantomData,
         }
+    }
+
+    /// Consumes `topic` instead of `T::TOPIC`.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.attach.topic = topic.into();
+        self
+    }
+
+    /// How many handlers [`Consumer::run`] runs at once. Default 1, which
+    /// keeps the delivery order; above 1, events (even of one key) may
+    /// finish out of order.
+    pub fn concurrency(mut self, handlers: usize) -> Self {
+        self.concurrency = handlers.max(1);
+        self
     }
 
     /// The subscription type. Default [`SubscriptionType::Shared`].
@@ -220,6 +271,7 @@ impl<T: Event> ConsumerBuilder<T> {
             client: self.client,
             attach: self.attach,
             reconnect: self.reconnect,
+            concurrency: self.concurrency,
             session: None,
             attached: v1::Attached::default(),
             active: active_tx,
@@ -267,6 +319,8 @@ pub struct Consumer<T> {
     attach: v1::Attach,
     /// Re-attach after transport failures.
     reconnect: bool,
+    /// Handlers run at once by `run`.
+    concurrency: usize,
     /// The current stream; `None` once closed or failed.
     session: Option<Session>,
     /// What the server said on the last attach.
@@ -314,11 +368,16 @@ impl<T: Event> Consumer<T> {
         self.run_until(CancellationToken::new(), handler).await
     }
 
-    /// Runs `handler` on every event, one at a time, until `shutdown` is
-    /// cancelled or the server ends the stream. `Ok` acks, `Err` nacks with
-    /// the error text as the reason, a panic is logged and nacked. On the
-    /// way out the stream is half-closed and drained, so every ack sent is
-    /// applied. Returns the error that ended the stream, if it failed.
+    /// Runs `handler` on every event until `shutdown` is cancelled or the
+    /// server ends the stream: one at a time unless the builder's
+    /// [`concurrency`](ConsumerBuilder::concurrency) says more. `Ok` acks,
+    /// `Err` nacks with the error text as the reason, a panic is logged and
+    /// nacked. Each handler runs inside a `herald.process` span (OpenTelemetry
+    /// messaging attributes) whose parent is the producer's trace context
+    /// from the event's `traceparent`, when `tracing-opentelemetry` is
+    /// installed. On the way out the handlers running are finished, the
+    /// stream is half-closed and drained, so every ack sent is applied.
+    /// Returns the error that ended the stream, if it failed.
     pub async fn run_until<F, Fut, E>(
         mut self,
         shutdown: CancellationToken,
@@ -329,10 +388,20 @@ impl<T: Event> Consumer<T> {
         Fut: Future<Output = Result<(), E>>,
         E: Display,
     {
+        let mut running = futures::stream::FuturesUnordered::new();
         let result = loop {
+            if running.len() >= self.concurrency {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break Ok(()),
+                    _ = running.next() => {}
+                }
+                continue;
+            }
             let next = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Ok(()),
+                Some(()) = running.next(), if !running.is_empty() => continue,
                 next = self.next_delivery() => next,
             };
             let (delivery, acker) = match next {
@@ -351,16 +420,11 @@ impl<T: Event> Consumer<T> {
             };
             let handle = envelope.handle.runner_copy();
             let id = envelope.id.clone();
-            match AssertUnwindSafe(handler(envelope)).catch_unwind().await {
-                Ok(Ok(())) => handle.ack(),
-                Ok(Err(error)) => handle.nack(None, &error.to_string()),
-                Err(panic) => {
-                    let message = panic_message(panic.as_ref());
-                    tracing::error!(event = %id, panic = %message, "event handler panicked");
-                    handle.nack(None, &format!("handler panicked: {message}"));
-                }
-            }
+            let span = process_span(&envelope, &self.attach.subscription);
+            let work = span.in_scope(|| handler(envelope));
+            running.push(finish(handle, id, work.instrument(span)));
         };
+        while running.next().await.is_some() {}
         self.close().await;
         result
     }
@@ -527,6 +591,45 @@ impl<T: Event> Consumer<T> {
                 }
                 ServerMessage::Attached(_) | ServerMessage::FlowStatus(_) => {}
             }
+        }
+    }
+}
+
+/// The span a handler runs in: a child of the producer's trace context
+/// (from the event's `traceparent`), with the OpenTelemetry messaging
+/// attributes. Disabled spans (no subscriber interested) cost no parsing.
+fn process_span<T>(envelope: &Envelope<T>, subscription: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "herald.process",
+        otel.name = %format_args!("process {}", envelope.topic),
+        otel.kind = "consumer",
+        messaging.system = "herald",
+        messaging.operation = "process",
+        messaging.destination.name = %envelope.topic,
+        messaging.destination.partition.id = envelope.partition,
+        messaging.message.id = %envelope.id,
+        messaging.consumer.group.name = %subscription,
+        messaging.herald.delivery_attempt = envelope.delivery_attempt,
+    );
+    if !span.is_disabled() && envelope.attributes.contains_key("traceparent") {
+        let _ = span.set_parent(crate::trace::extract(&envelope.attributes));
+    }
+    span
+}
+
+/// Acks or nacks one delivery by its handler's outcome.
+async fn finish<E: Display>(
+    handle: AckHandle,
+    id: String,
+    work: impl Future<Output = Result<(), E>>,
+) {
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(Ok(())) => handle.ack(),
+        Ok(Err(error)) => handle.nack(None, &error.to_string()),
+        Err(panic) => {
+            let message = panic_message(panic.as_ref());
+            tracing::error!(event = %id, panic = %message, "event handler panicked");
+            handle.nack(None, &format!("handler panicked: {message}"));
         }
     }
 }
@@ -721,6 +824,13 @@ impl<T> Envelope<T> {
     /// Buys `extension` more time before the ack deadline redelivers it.
     pub fn extend(&self, extension: Duration) {
         self.handle.extend(extension);
+    }
+
+    /// The producer's OpenTelemetry context, from the `traceparent` and
+    /// `tracestate` attributes (empty when the event carries none): the
+    /// parent for a processing span when driving [`Consumer::stream`].
+    pub fn trace_context(&self) -> opentelemetry::Context {
+        crate::trace::extract(&self.attributes)
     }
 }
 

@@ -31,7 +31,10 @@ mod error;
 mod event;
 mod producer;
 mod reader;
+mod trace;
+mod wire;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use herald::StatusExt;
@@ -43,20 +46,21 @@ use herald::v1::{PublishRequest, PublishResult};
 use tonic::transport::{Channel, Endpoint};
 
 pub use consumer::{
-    ActiveState, Consumer, ConsumerBuilder, Envelope, Position, Redelivery, SubscriptionType,
+    ActiveState, Consumer, ConsumerBuilder, ConsumerSettings, Envelope, Position, Redelivery,
+    SubscriptionType,
 };
 pub use error::ClientError;
 pub use event::{
     CONTENT_TYPE_PROTOBUF, Event, Receipt, to_proto_duration, to_system_time, to_timestamp,
 };
-pub use producer::{Producer, ProducerBuilder, ProducerStats};
+pub use producer::{Producer, ProducerBuilder, ProducerSettings, ProducerStats, PublishOptions};
 pub use reader::{ReaderBuilder, Recorded};
 
 /// The types most programs need: `use herald_client::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Client, ClientError, Consumer, Envelope, Event, Position, Producer, Receipt,
-        ReconnectPolicy, Recorded, Redelivery, SubscriptionType,
+        Client, ClientError, Consumer, Envelope, Event, Position, Producer, PublishOptions,
+        Receipt, ReconnectPolicy, Recorded, Redelivery, SubscriptionType,
     };
     pub use tokio_util::sync::CancellationToken;
 }
@@ -106,17 +110,21 @@ impl ReconnectPolicy {
     }
 }
 
-/// Builds a [`Client`]: endpoint, timeouts and reconnect policy.
+/// Builds a [`Client`]: endpoint, timeouts, reconnect policy, and the
+/// settings producers and consumers start from.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), herald_client::ClientError> {
 /// use std::time::Duration;
-/// use herald_client::{Client, ReconnectPolicy};
+/// use herald_client::{Client, ConsumerSettings, ProducerSettings, ReconnectPolicy};
 /// let client = Client::builder()
 ///     .endpoint("http://127.0.0.1:50051")
 ///     .connect_timeout(Duration::from_secs(2))
+///     .wait_for_server(Duration::from_secs(30))
 ///     .request_timeout(Duration::from_secs(10))
 ///     .reconnect(ReconnectPolicy::default())
+///     .producer_defaults(ProducerSettings { max_batch: 500, ..Default::default() })
+///     .consumer_defaults(ConsumerSettings { credits: 500, ..Default::default() })
 ///     .connect()
 ///     .await?;
 /// # Ok(()) }
@@ -131,6 +139,12 @@ pub struct ClientBuilder {
     request_timeout: Duration,
     /// How consumers re-attach after the connection drops.
     reconnect: ReconnectPolicy,
+    /// How long `connect` keeps retrying a server that is not up yet.
+    wait_for_server: Duration,
+    /// What every producer starts from.
+    producer_defaults: ProducerSettings,
+    /// What every consumer starts from.
+    consumer_defaults: ConsumerSettings,
 }
 
 impl Default for ClientBuilder {
@@ -140,6 +154,9 @@ impl Default for ClientBuilder {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             reconnect: ReconnectPolicy::default(),
+            wait_for_server: Duration::ZERO,
+            producer_defaults: ProducerSettings::default(),
+            consumer_defaults: ConsumerSettings::default(),
         }
     }
 }
@@ -169,8 +186,31 @@ impl ClientBuilder {
         self
     }
 
+    /// Keep retrying (with the reconnect policy's backoff) for up to `wait`
+    /// when the server is not reachable yet, e.g. while it starts beside the
+    /// application. Default zero: fail after one attempt.
+    pub fn wait_for_server(mut self, wait: Duration) -> Self {
+        self.wait_for_server = wait;
+        self
+    }
+
+    /// Batching settings every [`Producer`] of the client starts from.
+    pub fn producer_defaults(mut self, settings: ProducerSettings) -> Self {
+        self.producer_defaults = settings;
+        self
+    }
+
+    /// Credits, deadlines, redelivery and concurrency every [`Consumer`]
+    /// of the client starts from.
+    pub fn consumer_defaults(mut self, settings: ConsumerSettings) -> Self {
+        self.consumer_defaults = settings;
+        self
+    }
+
     /// Connects; fails with [`ClientError::Connect`] if the server cannot be
-    /// reached within the connect timeout.
+    /// reached within the connect timeout (or, with
+    /// [`wait_for_server`](ClientBuilder::wait_for_server), by the end of
+    /// the wait).
     pub async fn connect(self) -> Result<Client, ClientError> {
         let endpoint = Endpoint::from_shared(self.endpoint.clone())
             .map_err(|source| ClientError::InvalidEndpoint {
@@ -181,17 +221,30 @@ impl ClientBuilder {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_while_idle(true);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect {
-                endpoint: self.endpoint.clone(),
-                timeout: self.connect_timeout,
-                source,
-            })?;
+        let give_up_at = tokio::time::Instant::now() + self.wait_for_server;
+        let mut attempt = 0;
+        let channel = loop {
+            match endpoint.connect().await {
+                Ok(channel) => break channel,
+                Err(source) => {
+                    let delay = self.reconnect.delay(attempt);
+                    if tokio::time::Instant::now() + delay > give_up_at {
+                        return Err(ClientError::Connect {
+                            endpoint: self.endpoint.clone(),
+                            timeout: self.connect_timeout,
+                            source,
+                        });
+                    }
+                    tracing::debug!(endpoint = %self.endpoint, error = %source, "server not reachable yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        };
         let mut client = Client::from_channel(channel);
         client.request_timeout = self.request_timeout;
         client.reconnect = self.reconnect;
+        client.defaults = Arc::new((self.producer_defaults, self.consumer_defaults));
         Ok(client)
     }
 }
@@ -211,6 +264,8 @@ impl ClientBuilder {
 /// ```
 #[derive(Clone)]
 pub struct Client {
+    /// The shared HTTP/2 channel.
+    channel: Channel,
     /// Publisher stub on the shared channel.
     publisher: PublisherClient<Channel>,
     /// Subscriber stub on the shared channel.
@@ -221,6 +276,8 @@ pub struct Client {
     request_timeout: Duration,
     /// How consumers re-attach.
     reconnect: ReconnectPolicy,
+    /// Producer and consumer defaults.
+    defaults: Arc<(ProducerSettings, ConsumerSettings)>,
 }
 
 impl Client {
@@ -239,6 +296,7 @@ impl Client {
     /// Wraps an existing channel.
     pub fn from_channel(channel: Channel) -> Self {
         Self {
+            channel: channel.clone(),
             publisher: PublisherClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
@@ -248,6 +306,7 @@ impl Client {
             admin: AdminClient::new(channel),
             request_timeout: ClientBuilder::default().request_timeout,
             reconnect: ReconnectPolicy::default(),
+            defaults: Arc::default(),
         }
     }
 
@@ -309,6 +368,21 @@ impl Client {
     /// The reconnect policy in force.
     pub fn reconnect_policy(&self) -> ReconnectPolicy {
         self.reconnect
+    }
+
+    /// The settings new producers start from.
+    pub fn producer_defaults(&self) -> &ProducerSettings {
+        &self.defaults.0
+    }
+
+    /// The settings new consumers start from.
+    pub fn consumer_defaults(&self) -> &ConsumerSettings {
+        &self.defaults.1
+    }
+
+    /// The shared channel (for stubs of other services on the server).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 }
 
