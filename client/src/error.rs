@@ -40,6 +40,8 @@ pub enum ClientError {
     Rejected {
         /// Which Herald error it is; branch on this.
         code: ErrorCode,
+        /// The gRPC code the server would have ended a unary call with.
+        grpc_code: tonic::Code,
         /// A sentence a person can act on.
         message: String,
     },
@@ -69,14 +71,33 @@ impl ClientError {
     ///
     /// ```
     /// use herald_client::{ClientError, v1::ErrorCode};
-    /// let e = ClientError::Rejected { code: ErrorCode::EventTooLarge, message: "too big".into() };
+    /// let e = ClientError::Rejected {
+    ///     code: ErrorCode::EventTooLarge,
+    ///     grpc_code: tonic::Code::InvalidArgument,
+    ///     message: "too big".into(),
+    /// };
     /// assert_eq!(e.code(), ErrorCode::EventTooLarge);
+    /// assert_eq!(e.grpc_code(), tonic::Code::InvalidArgument);
     /// ```
     pub fn code(&self) -> ErrorCode {
         match self {
             ClientError::Status(status) => status.herald_code(),
             ClientError::Rejected { code, .. } => *code,
             _ => ErrorCode::Unspecified,
+        }
+    }
+
+    /// The gRPC status code behind this error: the call's status, or the
+    /// one a refused request carries; `Unavailable` for connection
+    /// failures and timeouts, `Unknown` for the rest.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            ClientError::Status(status) => status.code(),
+            ClientError::Rejected { grpc_code, .. } => *grpc_code,
+            ClientError::Connect { .. } | ClientError::Timeout(_) => tonic::Code::Unavailable,
+            ClientError::Closed(_) => tonic::Code::Cancelled,
+            ClientError::InvalidEndpoint { .. } => tonic::Code::InvalidArgument,
+            ClientError::Decode { .. } => tonic::Code::DataLoss,
         }
     }
 
@@ -101,6 +122,7 @@ impl ClientError {
     pub(crate) fn rejected(detail: ErrorDetail) -> Self {
         ClientError::Rejected {
             code: ErrorCode::try_from(detail.code).unwrap_or(ErrorCode::Unspecified),
+            grpc_code: tonic::Code::from_i32(detail.grpc_code),
             message: detail.message,
         }
     }
@@ -110,8 +132,13 @@ impl ClientError {
     pub(crate) fn duplicate(&self) -> Self {
         match self {
             ClientError::Status(status) => ClientError::Status(status.clone()),
-            ClientError::Rejected { code, message } => ClientError::Rejected {
+            ClientError::Rejected {
+                code,
+                grpc_code,
+                message,
+            } => ClientError::Rejected {
                 code: *code,
+                grpc_code: *grpc_code,
                 message: message.clone(),
             },
             ClientError::Timeout(d) => ClientError::Timeout(*d),

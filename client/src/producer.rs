@@ -313,6 +313,7 @@ impl<T: Event> Producer<T> {
         let mut receipts = self.send(encoded).await?;
         receipts.pop().ok_or_else(|| ClientError::Rejected {
             code: v1::ErrorCode::Unspecified,
+            grpc_code: tonic::Code::Internal,
             message: "the broker returned no result for the event".into(),
         })
     }
