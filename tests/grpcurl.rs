@@ -90,3 +90,51 @@ fn grpcurl_lists_services_publishes_and_reads_an_event() {
     let health = run(&["-plaintext", &server.addr, "grpc.health.v1.Health/Check"]);
     assert!(health.contains("SERVING"), "{health}");
 }
+
+/// grpc-health-probe from `GRPC_HEALTH_PROBE` (scripts/test.sh installs it).
+fn health_probe(addr: &str) -> std::process::ExitStatus {
+    let probe = std::env::var("GRPC_HEALTH_PROBE").unwrap_or_else(|_| {
+        panic!("GRPC_HEALTH_PROBE is not set: run scripts/test.sh (it installs grpc-health-probe with `go install`)")
+    });
+    Command::new(probe)
+        .args([
+            &format!("-addr={addr}"),
+            "-connect-timeout=2s",
+            "-rpc-timeout=2s",
+        ])
+        .status()
+        .expect("run grpc-health-probe")
+}
+
+#[test]
+fn grpc_health_probe_sees_serving_then_not_serving_while_draining() {
+    let (mut server, _dir) = Herald::start(&["--drain-delay", "3s"]);
+    let status = health_probe(&server.addr);
+    assert!(status.success(), "probe of a running server: {status}");
+
+    server.signal(libc::SIGTERM);
+    // The probe exits 4 for NOT_SERVING (2: cannot connect, 3: RPC failed).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut last = None;
+    while std::time::Instant::now() < deadline {
+        let status = health_probe(&server.addr);
+        if status.code() == Some(4) {
+            last = None;
+            break;
+        }
+        last = Some(status);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        last.is_none(),
+        "never NOT_SERVING while draining: {last:?}\n{}",
+        server.logs()
+    );
+    let exit = server.wait_exit(std::time::Duration::from_secs(20));
+    assert!(exit.success(), "exit 0 after draining:\n{}", server.logs());
+    assert!(
+        server
+            .logs()
+            .contains("reporting NOT_SERVING before draining")
+    );
+}

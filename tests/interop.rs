@@ -222,7 +222,7 @@ fn expected_event(run_id: &str, lang: &str, seq: u64, poison: bool) -> Value {
     );
     put(
         "colour",
-        json!(if seq % 2 == 0 {
+        json!(if seq.is_multiple_of(2) {
             "COLOUR_GREEN"
         } else {
             "COLOUR_RED"

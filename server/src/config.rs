@@ -21,6 +21,10 @@ pub struct ServerConfig {
     pub in_memory: bool,
     /// How long shutdown waits for open calls and streams before closing them.
     pub shutdown_timeout: Duration,
+    /// On shutdown, how long to report NOT_SERVING while still serving, so
+    /// health checkers and load balancers move traffic away before calls
+    /// are refused.
+    pub drain_delay: Duration,
     /// Broker behaviour.
     pub broker: BrokerConfig,
 }
@@ -32,6 +36,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("herald-data"),
             in_memory: false,
             shutdown_timeout: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
             broker: BrokerConfig::default(),
         }
     }
@@ -45,6 +50,7 @@ impl Default for ServerConfig {
 /// auto_create_topics = true
 /// max_request_bytes = 16777216
 /// shutdown_timeout = "10s"
+/// drain_delay = "0s"
 /// retention_check_interval = "1m"
 ///
 /// [topic_defaults]
@@ -71,6 +77,7 @@ pub struct FileConfig {
     pub auto_create_topics: Option<bool>,
     pub max_request_bytes: Option<usize>,
     pub shutdown_timeout: Option<String>,
+    pub drain_delay: Option<String>,
     pub retention_check_interval: Option<String>,
     #[serde(default)]
     pub topic_defaults: TopicDefaults,
@@ -114,6 +121,7 @@ pub struct Overrides {
     pub auto_create_topics: Option<bool>,
     pub max_request_bytes: Option<usize>,
     pub shutdown_timeout: Option<Duration>,
+    pub drain_delay: Option<Duration>,
     pub default_partitions: Option<u32>,
     pub default_fsync: Option<Fsync>,
 }
@@ -224,6 +232,12 @@ impl ServerConfig {
         if let Some(v) = o.shutdown_timeout {
             c.shutdown_timeout = v;
         }
+        if let Some(v) = &file.drain_delay {
+            c.drain_delay = duration("drain_delay", v)?;
+        }
+        if let Some(v) = o.drain_delay {
+            c.drain_delay = v;
+        }
         if let Some(v) = &file.retention_check_interval {
             c.broker.retention_check_interval = duration("retention_check_interval", v)?;
         }
@@ -310,6 +324,22 @@ mod tests {
             c.broker.topic_defaults.retention_age,
             Some(Duration::from_secs(7 * 86400))
         );
+    }
+
+    #[test]
+    fn drain_delay_comes_from_the_file_or_the_flag() {
+        let file = || toml::from_str::<FileConfig>("drain_delay = \"2s\"").unwrap();
+        let c = ServerConfig::resolve(file(), &Overrides::default()).unwrap();
+        assert_eq!(c.drain_delay, Duration::from_secs(2));
+        let flag = Overrides {
+            drain_delay: Some(Duration::from_millis(500)),
+            ..Default::default()
+        };
+        let c = ServerConfig::resolve(file(), &flag).unwrap();
+        assert_eq!(c.drain_delay, Duration::from_millis(500));
+        let bad: FileConfig = toml::from_str("drain_delay = \"soon\"").unwrap();
+        let error = ServerConfig::resolve(bad, &Overrides::default()).unwrap_err();
+        assert!(error.to_string().contains("drain_delay"), "{error}");
     }
 
     #[test]

@@ -73,6 +73,9 @@ struct ServeArgs {
     /// How long shutdown waits for open calls, e.g. "10s" [default: 10s]
     #[arg(long, env = "HERALD_SHUTDOWN_TIMEOUT", value_parser = humantime::parse_duration)]
     shutdown_timeout: Option<Duration>,
+    /// On shutdown, report NOT_SERVING this long before draining, e.g. "5s" [default: 0s]
+    #[arg(long, env = "HERALD_DRAIN_DELAY", value_parser = humantime::parse_duration)]
+    drain_delay: Option<Duration>,
     /// Partitions of topics created without explicit settings [default: 1]
     #[arg(long, env = "HERALD_DEFAULT_PARTITIONS")]
     default_partitions: Option<u32>,
@@ -119,6 +122,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         auto_create_topics: args.auto_create_topics,
         max_request_bytes: args.max_request_bytes,
         shutdown_timeout: args.shutdown_timeout,
+        drain_delay: args.drain_delay,
         default_partitions: args.default_partitions,
         default_fsync: args.default_fsync,
     };

@@ -203,6 +203,10 @@ impl BoundServer {
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;
         }
+        if !config.drain_delay.is_zero() {
+            tracing::info!(delay = ?config.drain_delay, "reporting NOT_SERVING before draining");
+            tokio::time::sleep(config.drain_delay).await;
+        }
         api_shutdown.cancel();
         stop_accepting.cancel();
         match tokio::time::timeout(config.shutdown_timeout, &mut serve).await {

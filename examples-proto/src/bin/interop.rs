@@ -130,7 +130,7 @@ fn interop_event(run_id: &str, seq: u64, poison: bool) -> InteropEvent {
             seconds: 1_767_225_600 + seq as i64,
             nanos: 0,
         }),
-        colour: if seq % 2 == 0 {
+        colour: if seq.is_multiple_of(2) {
             Colour::Green
         } else {
             Colour::Red
