@@ -13,7 +13,7 @@ if [[ "${1:-}" == "--relock" ]]; then
   rm -rf .venv-lock
   "$PY" -m venv .venv-lock
   .venv-lock/bin/pip install --quiet --upgrade pip
-  .venv-lock/bin/pip install --quiet ".[dev]" "grpcio==1.85.1" "protobuf==7.35.1"
+  .venv-lock/bin/pip install --quiet ".[dev]" "grpcio==1.85.1" "grpcio-health-checking==1.85.1" "protobuf==7.35.1"
   { echo "# Pinned dependencies of sdks/python (runtime + dev), from pyproject.toml;"
     echo "# grpcio and protobuf match the generator (grpcio-tools 1.85.1, protoc 35.1)."
     echo "# Regenerate with: sdks/python/build.sh --relock"

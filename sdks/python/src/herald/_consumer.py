@@ -124,41 +124,61 @@ class _Session:
             self.open = False
             self.out_ready.set()
 
-    async def requests(
-        self, attach: subscriber_pb2.Attach
-    ) -> AsyncIterator[subscriber_pb2.SubscribeRequest]:
+    def requests(self, attach: subscriber_pb2.Attach) -> _Requests:
         """The request stream: the attach, then merged runs of acks/credits."""
-        yield _SubscribeRequest(attach=attach)
-        out = self.out
-        while True:
-            while not out:
-                self.out_ready.clear()
-                await self.out_ready.wait()
-            item = out.popleft()
-            kind = item[0]
-            if kind is self._CLOSE:
-                return
-            if kind == "ack":
-                handles = [item[1]]
-                while out and out[0][0] == "ack" and len(handles) < 1000:
-                    handles.append(out.popleft()[1])
-                yield _SubscribeRequest(ack=subscriber_pb2.Ack(ack_handles=handles))
-            elif kind == "credit":
-                credits = item[1]
-                while out and out[0][0] == "credit":
-                    credits += out.popleft()[1]
-                yield _SubscribeRequest(credit=subscriber_pb2.Credit(credits=credits))
-            elif kind == "nack":
-                nack = subscriber_pb2.Nack(ack_handles=[item[1]], reason=item[3])
-                if item[2] is not None:
-                    nack.delay.CopyFrom(duration_proto(item[2]))
-                yield _SubscribeRequest(nack=nack)
-            elif kind == "extend":
-                yield _SubscribeRequest(
-                    extend_deadline=subscriber_pb2.ExtendDeadline(
-                        ack_handles=[item[1]], extension=duration_proto(item[2])
-                    )
-                )
+        return _Requests(self, attach)
+
+
+class _Requests:
+    """The Subscribe request stream of a session: the attach, then the queued
+    acks, nacks, extensions and credits, with runs of acks (and of credits)
+    that piled up merged into one message; ends at the half-close. (A plain
+    async iterator rather than an async generator, so cancelling the call
+    never has to close a generator that is waiting.)"""
+
+    __slots__ = ("_session", "_attach")
+
+    def __init__(self, session: _Session, attach: subscriber_pb2.Attach) -> None:
+        self._session = session
+        self._attach: subscriber_pb2.Attach | None = attach
+
+    def __aiter__(self) -> _Requests:
+        return self
+
+    async def __anext__(self) -> subscriber_pb2.SubscribeRequest:
+        if self._attach is not None:
+            attach, self._attach = self._attach, None
+            return _SubscribeRequest(attach=attach)
+        session = self._session
+        out = session.out
+        while not out:
+            session.out_ready.clear()
+            await session.out_ready.wait()
+        item = out.popleft()
+        kind = item[0]
+        if kind is _Session._CLOSE:
+            out.appendleft(item)  # stays ended
+            raise StopAsyncIteration
+        if kind == "ack":
+            handles = [item[1]]
+            while out and out[0][0] == "ack" and len(handles) < 1000:
+                handles.append(out.popleft()[1])
+            return _SubscribeRequest(ack=subscriber_pb2.Ack(ack_handles=handles))
+        if kind == "credit":
+            credits = item[1]
+            while out and out[0][0] == "credit":
+                credits += out.popleft()[1]
+            return _SubscribeRequest(credit=subscriber_pb2.Credit(credits=credits))
+        if kind == "nack":
+            nack = subscriber_pb2.Nack(ack_handles=[item[1]], reason=item[3])
+            if item[2] is not None:
+                nack.delay.CopyFrom(duration_proto(item[2]))
+            return _SubscribeRequest(nack=nack)
+        return _SubscribeRequest(
+            extend_deadline=subscriber_pb2.ExtendDeadline(
+                ack_handles=[item[1]], extension=duration_proto(item[2])
+            )
+        )
 
 
 class Envelope(Generic[M]):
@@ -345,11 +365,11 @@ class Consumer(Generic[M]):
         self._client = client
         self._event_type = event_type
         self._decode = event_type.message_class.FromString
-        self._stub = subscriber_pb2_grpc.SubscriberStub(client.channel)
+        self._stub: Any = subscriber_pb2_grpc.SubscriberStub(client.channel)  # type: ignore[no-untyped-call]
         self._attach = subscriber_pb2.Attach(
             topic=topic or event_type.topic,
             subscription=subscription,
-            type=int(type),
+            type=f"SUBSCRIPTION_TYPE_{type.name}",
             consumer_name=consumer_name,
             priority=priority,
             initial_position=initial_position.to_proto(),
@@ -366,6 +386,8 @@ class Consumer(Generic[M]):
         self._closed = False
         self._reading = False
         self._read_done = asyncio.Event()
+        self._run_task: asyncio.Task[Any] | None = None
+        self._run_done = asyncio.Event()
         self.subscription = subscription
         """The subscription name."""
         self.topic: str = self._attach.topic
@@ -390,22 +412,40 @@ class Consumer(Generic[M]):
 
     async def close(self) -> None:
         """Half-closes the stream and waits (up to 5 s) for the server to end
-        it, so acks already sent are applied. Ends a running :meth:`run`."""
+        it, so acks already sent are applied. Ends a running :meth:`run`
+        (called from its handler, it takes effect once that event is acked)
+        or ``async for`` loop."""
         self._closed = True
-        session = self._session
-        if session is None:
+        run_task = self._run_task
+        if run_task is not None:
+            if asyncio.current_task() is run_task:
+                return  # run() closes after acking the current event
+            session = self._session
+            if session is not None and self._reading:
+                session.half_close()  # the pending read ends with the stream
+            try:
+                await asyncio.wait_for(asyncio.shield(self._run_done.wait()), 2 * CLOSE_TIMEOUT)
+            except TimeoutError:
+                _log.warning("the consumer's run() did not end within 10 s of close()")
             return
-        session.half_close()
-        if self._reading:
-            # run()/iteration owns the reads; it ends once the server ends the stream.
+        session = self._session
+        if session is not None and self._reading:
+            # An `async for` in another task owns the reads; it ends once the
+            # server ends the stream.
+            session.half_close()
             try:
                 await asyncio.wait_for(self._read_done.wait(), CLOSE_TIMEOUT)
             except TimeoutError:
                 _log.warning("the server did not end the subscription stream within 5 s")
                 session.call.cancel()
             return
-        self._session = None
-        await _drain(session)
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.half_close()
+            await _drain(session)
 
     async def __aenter__(self) -> Consumer[M]:
         return await self.start()
@@ -440,6 +480,10 @@ class Consumer(Generic[M]):
             HeraldError: the stream failed and could not be re-attached.
         """
         await self.start()
+        if self._run_task is not None:
+            raise RuntimeError("run() is already running on this consumer")
+        self._run_task = asyncio.current_task()
+        self._run_done.clear()
         tracer = _tracing.tracer
         attributes_base = {
             "messaging.system": "herald",
@@ -478,8 +522,15 @@ class Consumer(Generic[M]):
                         envelope.nack(None, f"handler raised {type(error).__name__}: {error}")
                     else:
                         envelope.ack()
+                if self._closed:
+                    return
         finally:
-            await self.close()
+            self._closed = True
+            self._run_task = None
+            try:
+                await self._shutdown()
+            finally:
+                self._run_done.set()
 
     # -- internals ----------------------------------------------------------
 
@@ -501,7 +552,8 @@ class Consumer(Generic[M]):
                     )
                 which = response.WhichOneof("response")
                 if which == "attached":
-                    return response.attached
+                    result: subscriber_pb2.Attached = response.attached
+                    return result
                 if which == "events":
                     session.deliveries.extend(response.events.events)
                 elif which == "active_status":
@@ -510,10 +562,15 @@ class Consumer(Generic[M]):
         try:
             self.attached = await asyncio.wait_for(attached(), timeout)
         except TimeoutError:
+            session.half_close()
             call.cancel()
             raise RequestTimeoutError(f"no Attached from the server within {timeout} s") from None
         except grpc.RpcError as e:
+            session.half_close()
             raise HeraldError.from_rpc_error(e) from None
+        except BaseException:
+            session.half_close()  # ends the request iterator
+            raise
         self._session = session
 
     def _set_active(self, status: subscriber_pb2.ActiveStatus) -> None:
@@ -584,7 +641,7 @@ class Consumer(Generic[M]):
             except grpc.RpcError as e:
                 error = HeraldError.from_rpc_error(e)
                 self._session = None
-                session.open = False
+                session.half_close()  # ends the request iterator too
                 if self._closed:
                     return None
                 if self._reconnect and error.is_transient:
@@ -593,7 +650,7 @@ class Consumer(Generic[M]):
                 raise error from None
             if response is grpc.aio.EOF:
                 self._session = None
-                session.open = False
+                session.half_close()  # ends the request iterator too
                 return None
             which = response.WhichOneof("response")
             if which == "events":
@@ -615,6 +672,8 @@ class Consumer(Generic[M]):
 
 async def _drain(session: _Session) -> None:
     """Reads until the server ends the stream (after a half-close)."""
+    if session.call.done():
+        return  # already ended (or cancelled along with a cancelled read)
 
     async def drain() -> None:
         while True:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from typing import Any
 
 import grpc
 from google.rpc import status_pb2
@@ -160,7 +161,7 @@ class HeraldError(Exception):
         otherwise the bare gRPC status."""
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         message = error.details() if hasattr(error, "details") else str(error)
-        trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+        trailing: Any = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
         for key, value in trailing or ():
             if key != _DETAILS_KEY or not isinstance(value, bytes):
                 continue

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["Producer"]
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 _log = logging.getLogger("herald.producer")
 
@@ -115,7 +116,7 @@ class Producer(Generic[M]):
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
         self._client = client
         self._event_type = event_type
-        self._stub = publisher_pb2_grpc.PublisherStub(client.channel)
+        self._stub: Any = publisher_pb2_grpc.PublisherStub(client.channel)  # type: ignore[no-untyped-call]
         self.topic: str = topic or event_type.topic
         """The topic every event goes to."""
         self.source: str = event_type.source if source is None else source
@@ -261,7 +262,7 @@ class Producer(Generic[M]):
 
     # -- internals ----------------------------------------------------------
 
-    async def _await(self, future: asyncio.Future[Any]) -> Any:
+    async def _await(self, future: asyncio.Future[T]) -> T:
         timeout = self._client.request_timeout
         try:
             return await asyncio.wait_for(future, timeout)
