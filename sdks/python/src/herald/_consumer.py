@@ -492,36 +492,37 @@ class Consumer(Generic[M]):
             "messaging.consumer.group.name": self.subscription,
         }
         span_name = f"process {self.topic}"
+        tracing_off = _tracing.tracing_off
         try:
             while True:
-                envelope = await self._next_envelope()
-                if envelope is None:
-                    return
-                if not isinstance(envelope, Envelope):
+                session = self._session
+                envelope: Envelope[M] | bool | None
+                if session is not None and session.deliveries:
+                    envelope = self._wrap(session.deliveries.popleft(), session)
+                else:
+                    envelope = await self._next_envelope()
+                    if envelope is None:
+                        return
+                if envelope is False:
                     continue
-                attributes = dict(attributes_base)
-                attributes["messaging.message.id"] = envelope._event.id
-                with tracer.start_as_current_span(
-                    span_name,
-                    context=_tracing.extract(envelope._event.attributes),
-                    kind=trace.SpanKind.CONSUMER,
-                    attributes=attributes,
-                    record_exception=False,
-                    set_status_on_exception=False,
-                ) as span:
-                    try:
-                        result = handler(envelope)
-                        if inspect.isawaitable(result):
-                            await result
-                    except Reject as reject:
-                        envelope.nack(reject.delay, reject.reason)
-                    except Exception as error:  # noqa: BLE001 - the loop must survive
-                        _log.exception("event handler raised on event %s", envelope.id)
-                        span.record_exception(error)
-                        span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)))
-                        envelope.nack(None, f"handler raised {type(error).__name__}: {error}")
-                    else:
-                        envelope.ack()
+                assert isinstance(envelope, Envelope)
+                event_attributes = envelope._event.attributes
+                if tracing_off() and "traceparent" not in event_attributes:
+                    # No tracer provider and no trace to continue: a span
+                    # would be a no-op, so skip its cost.
+                    await self._invoke(handler, envelope, None)
+                else:
+                    attributes = dict(attributes_base)
+                    attributes["messaging.message.id"] = envelope._event.id
+                    with tracer.start_as_current_span(
+                        span_name,
+                        context=_tracing.extract(event_attributes),
+                        kind=trace.SpanKind.CONSUMER,
+                        attributes=attributes,
+                        record_exception=False,
+                        set_status_on_exception=False,
+                    ) as span:
+                        await self._invoke(handler, envelope, span)
                 if self._closed:
                     return
         finally:
@@ -533,6 +534,40 @@ class Consumer(Generic[M]):
                 self._run_done.set()
 
     # -- internals ----------------------------------------------------------
+
+    @staticmethod
+    async def _invoke(
+        handler: Handler[M], envelope: Envelope[M], span: trace.Span | None
+    ) -> None:
+        """Calls the handler: returning acks, raising nacks (and logs
+        anything but :class:`Reject`)."""
+        try:
+            result = handler(envelope)
+            if result is not None and inspect.isawaitable(result):
+                await result
+        except Reject as reject:
+            envelope.nack(reject.delay, reject.reason)
+        except Exception as error:  # noqa: BLE001 - the loop must survive
+            _log.exception("event handler raised on event %s", envelope.id)
+            if span is not None:
+                span.record_exception(error)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)))
+            envelope.nack(None, f"handler raised {type(error).__name__}: {error}")
+        else:
+            envelope.ack()
+
+    def _wrap(
+        self, delivery: subscriber_pb2.DeliveredEvent, session: _Session
+    ) -> Envelope[M] | bool:
+        """Decodes a delivery; nacks it (and returns False) if it does not decode."""
+        try:
+            value = self._decode(delivery.event.data)
+        except _ProtoDecodeError as e:
+            error = DecodeError(delivery.event.id, self._event_type.full_name, str(e))
+            _log.warning("nacking an event that does not decode: %s", error)
+            session.finish(("nack", delivery.ack_handle, None, error.message))
+            return False
+        return Envelope(value, delivery, session, self.subscription)
 
     async def _attach_once(self) -> None:
         """Opens a stream and waits for ``Attached``."""
@@ -604,14 +639,7 @@ class Consumer(Generic[M]):
             return None
         session = self._session
         assert session is not None
-        try:
-            value = self._decode(delivery.event.data)
-        except _ProtoDecodeError as e:
-            error = DecodeError(delivery.event.id, self._event_type.full_name, str(e))
-            _log.warning("nacking an event that does not decode: %s", error)
-            session.finish(("nack", delivery.ack_handle, None, error.message))
-            return False
-        return Envelope(value, delivery, session, self.subscription)
+        return self._wrap(delivery, session)
 
     async def _next_delivery(self) -> subscriber_pb2.DeliveredEvent | None:
         failures = 0

@@ -43,6 +43,7 @@ _log = logging.getLogger("herald.producer")
 _Event = event_pb2.Event
 _Timestamp = timestamp_pb2.Timestamp
 _uuid7 = uuid_utils.uuid7
+_time_ns = time.time_ns
 
 
 class _Call:
@@ -72,6 +73,14 @@ class _Call:
                 )
         else:
             self.future.set_result(receipts)
+
+    def resolve_one(self, result: publisher_pb2.PublishResult) -> None:
+        if self.future.done():
+            return
+        receipt = Receipt(
+            result.id, result.partition, result.offset, result.duplicate, result.publish_time
+        )
+        self.future.set_result(receipt if self.single else [receipt])
 
     def fail(self, error: BaseException) -> None:
         if not self.future.done():
@@ -116,6 +125,7 @@ class Producer(Generic[M]):
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
         self._client = client
         self._event_type = event_type
+        self._message_class = event_type.message_class
         self._stub: Any = publisher_pb2_grpc.PublisherStub(client.channel)  # type: ignore[no-untyped-call]
         self.topic: str = topic or event_type.topic
         """The topic every event goes to."""
@@ -154,28 +164,36 @@ class Producer(Generic[M]):
         id: str | None = None,
     ) -> event_pb2.Event:
         """The wire event ``message`` is published as (see the class doc)."""
-        if not isinstance(message, self._event_type.message_class):
+        if type(message) is not self._message_class and not isinstance(
+            message, self._message_class
+        ):
             raise TypeError(
                 f"this producer publishes {self._schema}, not {type(message).__name__}"
             )
-        now = time.time_ns()
+        now = _time_ns()
         if key is None and self._key is not None:
             key = self._key(message)
         event = _Event(
             id=id or str(_uuid7()),
             source=self.source,
             type=self._type,
-            subject=subject or "",
-            time=_Timestamp(seconds=now // 1_000_000_000, nanos=now % 1_000_000_000),
             data_content_type=CONTENT_TYPE_PROTOBUF,
             data_schema=self._schema,
             key=key or "",
             data=message.SerializeToString(),
         )
-        carrier: dict[str, str] = dict(attributes) if attributes else {}
-        if "traceparent" not in carrier:
+        if subject:
+            event.subject = subject
+        stamp = event.time
+        stamp.seconds = now // 1_000_000_000
+        stamp.nanos = now % 1_000_000_000
+        if attributes:
+            event.attributes.update(attributes)
+            if "traceparent" in attributes:
+                return event
+        if _tracing.has_span():
+            carrier: dict[str, str] = {}
             _tracing.inject(carrier)
-        if carrier:
             event.attributes.update(carrier)
         return event
 
@@ -411,6 +429,10 @@ class Producer(Generic[M]):
         results = response.results
         if len(calls) == 1:
             calls[0].resolve(results)
+            return
+        if len(results) == len(calls):  # one event per call: the common case
+            for c, r in zip(calls, results):
+                c.resolve_one(r)
             return
         start = 0
         for c in calls:

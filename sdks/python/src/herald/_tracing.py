@@ -10,12 +10,23 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["inject", "extract", "tracer"]
+__all__ = ["tracing_off", "has_span", "inject", "extract", "tracer"]
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 #: The SDK's tracer (a proxy until the application installs a provider).
 tracer = trace.get_tracer("herald")
+
+
+def tracing_off() -> bool:
+    """No tracer provider is installed (or a no-op one): spans would not be recorded."""
+    provider = trace.get_tracer_provider()
+    return isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
+def has_span() -> bool:
+    """Whether a valid span is current (so there is a context to inject)."""
+    return trace.get_current_span().get_span_context().is_valid
 
 
 def inject(carrier: MutableMapping[str, str]) -> None:

@@ -75,7 +75,6 @@ class EventType(Generic[M]):
         return f"EventType({self.full_name}, topic={self.topic!r}, type={self.type!r})"
 
 
-@dataclass(frozen=True, slots=True)
 class Receipt:
     """Where a published event went.
 
@@ -84,25 +83,52 @@ class Receipt:
         partition: the partition it was stored in.
         offset: its offset in the partition (the original's, for a duplicate).
         duplicate: the id was seen within the topic's dedup window; nothing was stored.
-        publish_time: when the broker stored it.
     """
 
-    id: str
-    partition: int
-    offset: int
-    duplicate: bool
-    publish_time: _dt.datetime | None
+    __slots__ = ("id", "partition", "offset", "duplicate", "_publish_time")
+
+    def __init__(
+        self,
+        id: str,
+        partition: int,
+        offset: int,
+        duplicate: bool,
+        publish_time: timestamp_pb2.Timestamp | None = None,
+    ) -> None:
+        self.id = id
+        self.partition = partition
+        self.offset = offset
+        self.duplicate = duplicate
+        self._publish_time = publish_time
+
+    @property
+    def publish_time(self) -> _dt.datetime | None:
+        """When the broker stored it (the original, for a duplicate)."""
+        if self._publish_time is None:
+            return None
+        return self._publish_time.ToDatetime(_dt.timezone.utc)
 
     @classmethod
     def from_proto(cls, r: publisher_pb2.PublishResult) -> Receipt:
-        return cls(
-            id=r.id,
-            partition=r.partition,
-            offset=r.offset,
-            duplicate=r.duplicate,
-            publish_time=r.publish_time.ToDatetime(_dt.timezone.utc)
-            if r.HasField("publish_time")
-            else None,
+        return cls(r.id, r.partition, r.offset, r.duplicate, r.publish_time)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Receipt):
+            return NotImplemented
+        return (self.id, self.partition, self.offset, self.duplicate) == (
+            other.id,
+            other.partition,
+            other.offset,
+            other.duplicate,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.partition, self.offset))
+
+    def __repr__(self) -> str:
+        return (
+            f"Receipt(id={self.id!r}, partition={self.partition}, offset={self.offset}, "
+            f"duplicate={self.duplicate})"
         )
 
 
