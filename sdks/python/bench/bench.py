@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import time
 import uuid
+from collections import deque
 
 from acme.signup.v1.signup_herald import user_signed_up_consumer, user_signed_up_producer
 from acme.signup.v1.signup_pb2 import UserSignedUp
@@ -31,13 +32,13 @@ async def main() -> None:
     async with herald.Client(args.endpoint) as client:
         producer = user_signed_up_producer(client, topic=topic, max_in_flight=args.max_in_flight)
         start = time.perf_counter()
-        window: list[asyncio.Future[herald.Receipt]] = []
+        window: deque[asyncio.Future[herald.Receipt]] = deque()
         for _ in range(args.events):
             window.append(producer.send(user))
             if len(window) >= args.window:
-                await asyncio.gather(*window)
-                window.clear()
-        await asyncio.gather(*window)
+                await window.popleft()  # a sliding window of outstanding publishes
+        for future in window:
+            await future
         elapsed = time.perf_counter() - start
         await producer.close()
         print(

@@ -26,6 +26,8 @@ def tracing_off() -> bool:
 
 def has_span() -> bool:
     """Whether a valid span is current (so there is a context to inject)."""
+    if not otel_context.get_current():
+        return False  # the empty root context: the common case without tracing
     return trace.get_current_span().get_span_context().is_valid
 
 
