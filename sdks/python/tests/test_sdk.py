@@ -396,3 +396,30 @@ def test_error_codes_mirror_the_proto_enum() -> None:
     proto = dict(errors_pb2.ErrorCode.items())
     ours = {code.proto_name: int(code) for code in herald.ErrorCode}
     assert ours == proto
+
+
+async def test_nack_with_delay_and_extend_when_iterating(client: herald.Client, topic: str) -> None:
+    async with signup_herald.user_signed_up_producer(client, topic=topic) as producer:
+        await producer.publish(UserSignedUp(user_id="later"))
+    async with signup_herald.user_signed_up_consumer(
+        client, "iter", topic=topic, initial_position=EARLIEST
+    ) as consumer:
+        first = await asyncio.wait_for(consumer.__anext__(), 10)
+        first.extend(5.0)
+        nacked_at = asyncio.get_running_loop().time()
+        first.nack(delay=0.3, reason="not yet")
+        first.ack()  # ignored: the first decision wins
+        assert first.finished
+        again = await asyncio.wait_for(consumer.__anext__(), 10)
+        waited = asyncio.get_running_loop().time() - nacked_at
+        again.ack()
+    assert again.id == first.id and again.delivery_attempt == 2
+    assert waited >= 0.25
+
+
+def test_reconnect_backoff_is_capped_with_jitter() -> None:
+    policy = herald.ReconnectPolicy(initial=0.1, maximum=2.0, multiplier=2.0, jitter=0.2)
+    assert 0.08 <= policy.delay(0) <= 0.12
+    assert 0.32 <= policy.delay(2) <= 0.48
+    delays = {policy.delay(30) for _ in range(20)}
+    assert all(1.6 <= d <= 2.4 for d in delays) and len(delays) > 1
