@@ -34,6 +34,16 @@ def emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def canonical_json(event: interop_pb2.InteropEvent) -> dict[str, Any]:
+    """Canonical proto3 JSON; a whole double is written as an integer (``3``,
+    not ``3.0``), as the Go and JavaScript encoders do."""
+    out = json_format.MessageToDict(event)
+    amount = out.get("amount")
+    if isinstance(amount, float) and amount.is_integer():
+        out["amount"] = int(amount)
+    return out
+
+
 def build_event(run_id: str, seq: int, poison_seq: int | None) -> interop_pb2.InteropEvent:
     """The event for ``seq``, exactly as the contract's table says."""
     return interop_pb2.InteropEvent(
@@ -115,7 +125,7 @@ async def consume(args: argparse.Namespace) -> None:
             event = envelope.value
             emit(
                 {
-                    "event": json_format.MessageToDict(event),
+                    "event": canonical_json(event),
                     "id": envelope.id,
                     "type": envelope.type,
                     "source": envelope.source,
