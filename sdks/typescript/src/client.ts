@@ -50,13 +50,21 @@ export function reconnectDelay(policy: ReconnectPolicy, attempt: number): number
   return Math.max(0, base * (1 + jitter * (Math.random() * 2 - 1)));
 }
 
-/** Where the SDK logs what it handles by itself (re-attaches, handler failures). Default: `console`. */
+/** Where the SDK logs what it handles by itself (re-attaches, handler failures). Default {@link stderrLogger}. */
 export interface Logger {
   debug(message: string, ...details: unknown[]): void;
   info(message: string, ...details: unknown[]): void;
   warn(message: string, ...details: unknown[]): void;
   error(message: string, ...details: unknown[]): void;
 }
+
+/** The default logger: info, warn and error to stderr (never stdout), debug dropped. */
+export const stderrLogger: Logger = {
+  debug: () => {},
+  info: (message, ...details) => console.error(message, ...details),
+  warn: (message, ...details) => console.warn(message, ...details),
+  error: (message, ...details) => console.error(message, ...details),
+};
 
 /** Settings of a {@link HeraldClient}. */
 export interface ClientOptions {
@@ -72,7 +80,7 @@ export interface ClientOptions {
   pingIntervalMs?: number;
   /** Trace context propagator. Default W3C TraceContext. */
   propagator?: TextMapPropagator;
-  /** Default `console`. */
+  /** Default {@link stderrLogger}. */
   logger?: Logger;
 }
 
@@ -130,7 +138,7 @@ export class HeraldClient {
     this.connectTimeoutMs = positive(options.connectTimeoutMs, 5_000, "connectTimeoutMs");
     this.reconnect = Object.freeze({ ...DEFAULT_RECONNECT, ...options.reconnect });
     this.propagator = options.propagator ?? defaultPropagator;
-    this.logger = options.logger ?? console;
+    this.logger = options.logger ?? stderrLogger;
     this.sessions = new Http2SessionManager(url, {
       pingIntervalMs: options.pingIntervalMs ?? 30_000,
       pingTimeoutMs: 10_000,

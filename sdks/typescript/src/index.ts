@@ -17,7 +17,7 @@
  *
  * @module
  */
-export { DEFAULT_RECONNECT, HeraldClient, reconnectDelay } from "./client.js";
+export { DEFAULT_RECONNECT, HeraldClient, reconnectDelay, stderrLogger } from "./client.js";
 export type { ClientOptions, Logger, ReconnectPolicy } from "./client.js";
 export { Consumer, Envelope, durationOf } from "./consumer.js";
 export type {
