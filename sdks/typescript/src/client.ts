@@ -121,6 +121,11 @@ export class HeraldClient {
    */
   constructor(options: ClientOptions) {
     let url: URL;
+    if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(options.endpoint)) {
+      throw new TypeError(
+        `invalid Herald endpoint ${JSON.stringify(options.endpoint)}: give a URL with its scheme, e.g. http://${options.endpoint}`,
+      );
+    }
     try {
       url = new URL(options.endpoint);
     } catch {
