@@ -146,7 +146,10 @@ class Acker {
     if (++this.returned >= this.grantAt) {
       const credits = this.returned;
       this.returned = 0;
-      this.requests.push(create(SubscribeRequestSchema, { request: { case: "credit", value: { credits } } }));
+      this.requests.push({
+        $typeName: "herald.v1.SubscribeRequest",
+        request: { case: "credit", value: { $typeName: "herald.v1.Credit", credits } },
+      });
     }
   }
 
@@ -256,9 +259,10 @@ export class Envelope<T extends Message> {
       return;
     }
     this.#settled = true;
-    this.#acker.finish(
-      create(SubscribeRequestSchema, { request: { case: "ack", value: { ackHandles: [this.#handle] } } }),
-    );
+    this.#acker.finish({
+      $typeName: "herald.v1.SubscribeRequest",
+      request: { case: "ack", value: { $typeName: "herald.v1.Ack", ackHandles: [this.#handle], cumulative: false } },
+    });
     this.span.end();
   }
 
