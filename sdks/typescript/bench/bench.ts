@@ -3,11 +3,12 @@
  *   node dist/bench/bench.js ENDPOINT [EVENTS]
  * Producer: batching publish() calls with up to WINDOW outstanding.
  * Consumer: consumer.run with one ack per event.
+ * A third argument `produce` skips the consumer (for profiling).
  */
 import { HeraldClient } from "@herald/sdk";
 import { UserSignedUpEvent } from "../gen/acme/signup/v1/signup_herald.js";
 
-const [endpoint, eventsArg = "200000"] = process.argv.slice(2);
+const [endpoint, eventsArg = "200000", only = "both"] = process.argv.slice(2);
 if (endpoint === undefined) {
   console.error("usage: bench.sh ENDPOINT [EVENTS]");
   process.exit(2);
@@ -41,6 +42,10 @@ console.log(
   `producer: ${Math.round(total / seconds)} events/s (${total} events in ${seconds.toFixed(2)} s, ${stats.requests} requests)`,
 );
 await producer.close();
+if (only === "produce") {
+  await client.close();
+  process.exit(0);
+}
 
 const consumer = await client.subscribe(UserSignedUpEvent, {
   topic,

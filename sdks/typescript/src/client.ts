@@ -14,6 +14,7 @@ import { HeraldError } from "./errors.js";
 import type { EventBinding } from "./event.js";
 import { Admin } from "./gen/herald/v1/admin_pb.js";
 import { Publisher } from "./gen/herald/v1/publisher_pb.js";
+import { PublishStreamRequestRawSchema } from "./gen/herald/sdk/internal/v1/raw_pb.js";
 import { Subscriber } from "./gen/herald/v1/subscriber_pb.js";
 import { Producer, type ProducerOptions } from "./producer.js";
 import { defaultPropagator } from "./tracing.js";
@@ -57,6 +58,14 @@ export interface Logger {
   warn(message: string, ...details: unknown[]): void;
   error(message: string, ...details: unknown[]): void;
 }
+
+/**
+ * Publisher.PublishStream taking requests whose events are already encoded
+ * (`herald.sdk.internal.v1.PublishStreamRequestRaw`: the same bytes on the
+ * wire as `herald.v1.PublishStreamRequest`); same service path and method.
+ */
+const rawPublishStream = { ...Publisher.method.publishStream, input: PublishStreamRequestRawSchema };
+const RawPublisher = { ...Publisher, methods: [rawPublishStream], method: { publishStream: rawPublishStream } };
 
 /** The default logger: info, warn and error to stderr (never stdout), debug dropped. */
 export const stderrLogger: Logger = {
@@ -108,6 +117,8 @@ export class HeraldClient {
   readonly logger: Logger;
   /** The Publisher service, for what the typed API does not cover. */
   readonly publisher: Client<typeof Publisher>;
+  /** @internal PublishStream with pre-encoded events (same wire format). */
+  readonly rawPublisher: Client<typeof RawPublisher>;
   /** The Subscriber service (Subscribe, Read). */
   readonly subscriber: Client<typeof Subscriber>;
   /** The Admin service: topics, subscriptions, stats, seek. */
@@ -156,6 +167,7 @@ export class HeraldClient {
       writeMaxBytes: 64 * 1024 * 1024,
     });
     this.publisher = createClient(Publisher, transport);
+    this.rawPublisher = createClient(RawPublisher, transport);
     this.subscriber = createClient(Subscriber, transport);
     this.admin = createClient(Admin, transport);
   }

@@ -13,17 +13,17 @@
  */
 import type { Message, MessageInitShape } from "@bufbuild/protobuf";
 import type { GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import type { Context } from "@opentelemetry/api";
 import { v7 as uuidv7 } from "uuid";
 import type { HeraldClient } from "./client.js";
 import { ErrorCode, HeraldError } from "./errors.js";
 import { CONTENT_TYPE_PROTOBUF, checkTopicName, receiptOf, type EventBinding, type Receipt } from "./event.js";
-import type { Event } from "./gen/herald/v1/event_pb.js";
-import type { PublishStreamRequest, PublishStreamResponse } from "./gen/herald/v1/publisher_pb.js";
+import type { PublishStreamRequestRaw } from "./gen/herald/sdk/internal/v1/raw_pb.js";
+import type { PublishStreamResponse } from "./gen/herald/v1/publisher_pb.js";
 import { RequestQueue } from "./queue.js";
 import { activeContext, injectContext } from "./tracing.js";
+import { encodeEvent } from "./wire.js";
 
 /** Batching and routing settings of a {@link Producer}. */
 export interface ProducerOptions {
@@ -67,7 +67,8 @@ export interface ProducerStats {
 
 /** One publish or publishBatch call waiting for its answer. */
 interface Call {
-  events: Event[];
+  /** Encoded herald.v1.Event each. */
+  events: Uint8Array[];
   resolve: (receipts: Receipt[]) => void;
   reject: (error: HeraldError) => void;
   deadline: number;
@@ -76,7 +77,7 @@ interface Call {
 
 /** An open PublishStream. */
 interface OpenStream {
-  requests: RequestQueue<PublishStreamRequest>;
+  requests: RequestQueue<PublishStreamRequestRaw>;
   abort: AbortController;
   ended: Promise<void>;
 }
@@ -202,29 +203,32 @@ export class Producer<T extends Message> {
     this.closeListeners.push(listener);
   }
 
-  /** The wire envelope of `event`. */
-  private envelope(event: MessageInitShape<GenMessage<T>>, options: PublishOptions | undefined): Event {
+  /** The encoded wire envelope (`herald.v1.Event`) of `event`. */
+  private envelope(event: MessageInitShape<GenMessage<T>>, options: PublishOptions | undefined): Uint8Array {
     const value = this.binding.create(event);
     const attributes: Record<string, string> = { ...options?.attributes };
     injectContext(this.client.propagator, options?.context ?? activeContext(), attributes);
-    // Plain message objects (all fields given) instead of create(): this is
-    // the hot path of publishing.
-    return {
-      $typeName: "herald.v1.Event",
+    const ms = options?.time !== undefined ? options.time.getTime() : Date.now();
+    if (!Number.isFinite(ms)) {
+      throw new TypeError("publish option `time` is an invalid Date");
+    }
+    const seconds = Math.floor(ms / 1000);
+    return encodeEvent({
       id: options?.id ?? uuidv7(),
       source: this.source,
       type: this.binding.type,
       subject: options?.subject ?? "",
-      time: options?.time !== undefined ? timestampFromDate(options.time) : nowTimestamp(),
+      timeSeconds: seconds,
+      timeNanos: (ms - seconds * 1000) * 1_000_000,
       dataContentType: CONTENT_TYPE_PROTOBUF,
       dataSchema: this.binding.fullName,
       attributes,
       key: options?.key ?? this.binding.key(value),
       data: this.binding.encode(value),
-    };
+    });
   }
 
-  private send(events: Event[]): Promise<Receipt[]> {
+  private send(events: Uint8Array[]): Promise<Receipt[]> {
     if (this.closing) {
       return Promise.reject(
         new HeraldError(`the producer for topic ${this.topic} is closed`, { grpcCode: Code.FailedPrecondition }),
@@ -279,7 +283,7 @@ export class Producer<T extends Message> {
   /** Takes up to maxBatch events (at least one call) off the queue and sends them. */
   private sendBatch(): void {
     const calls: Call[] = [];
-    let events: Event[] = [];
+    let events: Uint8Array[] = [];
     let taken = 0;
     let count = 0;
     for (; taken < this.queue.length; taken++) {
@@ -298,7 +302,7 @@ export class Producer<T extends Message> {
     if (calls.length === 1) {
       events = (calls[0] as Call).events;
     } else {
-      events = new Array<Event>(count);
+      events = new Array<Uint8Array>(count);
       let at = 0;
       for (const call of calls) {
         for (const event of call.events) {
@@ -315,7 +319,7 @@ export class Producer<T extends Message> {
     const stream = this.openStream();
     this.inFlight.set(sequence, calls);
     stream.requests.push({
-      $typeName: "herald.v1.PublishStreamRequest",
+      $typeName: "herald.sdk.internal.v1.PublishStreamRequestRaw",
       sequence: BigInt(sequence),
       topic: this.topic,
       events,
@@ -326,9 +330,9 @@ export class Producer<T extends Message> {
     if (this.stream !== undefined) {
       return this.stream;
     }
-    const requests = new RequestQueue<PublishStreamRequest>();
+    const requests = new RequestQueue<PublishStreamRequestRaw>();
     const abort = new AbortController();
-    const responses = this.client.publisher.publishStream(requests, { signal: abort.signal });
+    const responses = this.client.rawPublisher.publishStream(requests, { signal: abort.signal });
     const stream: OpenStream = { requests, abort, ended: Promise.resolve() };
     stream.ended = (async () => {
       let failure: HeraldError;
@@ -444,16 +448,6 @@ function culpritOf(error: HeraldError, calls: Call[]): number | undefined {
     return index < end;
   });
   return found < 0 ? undefined : found;
-}
-
-/** The current time as a Timestamp message. */
-function nowTimestamp(): Timestamp {
-  const ms = Date.now();
-  return {
-    $typeName: "google.protobuf.Timestamp",
-    seconds: BigInt(Math.floor(ms / 1000)),
-    nanos: (ms % 1000) * 1_000_000,
-  };
 }
 
 function fail(calls: Call[], error: HeraldError): void {

@@ -24,6 +24,9 @@ import {
 import { UserSignedUpSchema, type UserSignedUp } from "../gen/acme/signup/v1/signup_pb.js";
 import { UserSignedUpEvent, newUserSignedUpProducer, subscribeUserSignedUp } from "../gen/acme/signup/v1/signup_herald.js";
 import { HeraldServer } from "./herald.js";
+import { EventSchema } from "../src/gen/herald/v1/event_pb.js";
+import { fromBinary } from "@bufbuild/protobuf";
+import { encodeEvent } from "../src/wire.js";
 
 const spans = new InMemorySpanExporter();
 context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
@@ -529,5 +532,36 @@ describe("helpers", () => {
     assert.deepEqual(bytes, toBinary(UserSignedUpSchema, create(UserSignedUpSchema, { userId: "k" })));
     assert.equal(UserSignedUpEvent.key(UserSignedUpEvent.decode(bytes)), "k");
     assert.equal(UserSignedUpEvent.fullName, "acme.signup.v1.UserSignedUp");
+  });
+
+  test("the hand-written event encoding decodes with protobuf-es to the same fields", () => {
+    const fields = {
+      id: "01a2-ünïcode-✓",
+      source: "/s",
+      type: "t",
+      subject: "",
+      timeSeconds: 1_767_225_600,
+      timeNanos: 123_000_000,
+      dataContentType: "application/protobuf",
+      dataSchema: "acme.signup.v1.UserSignedUp",
+      attributes: { traceparent: "00-abc-def-01", "ключ": "värde", empty: "" },
+      key: "k".repeat(300),
+      data: new Uint8Array(200).fill(7),
+    };
+    const event = fromBinary(EventSchema, encodeEvent(fields));
+    assert.equal(event.id, fields.id);
+    assert.equal(event.source, "/s");
+    assert.equal(event.type, "t");
+    assert.equal(event.subject, "");
+    assert.equal(event.time?.seconds, 1_767_225_600n);
+    assert.equal(event.time?.nanos, 123_000_000);
+    assert.equal(event.dataContentType, fields.dataContentType);
+    assert.equal(event.dataSchema, fields.dataSchema);
+    assert.deepEqual({ ...event.attributes }, fields.attributes);
+    assert.equal(event.key, fields.key);
+    assert.deepEqual(Uint8Array.from(event.data), fields.data);
+    const old = fromBinary(EventSchema, encodeEvent({ ...fields, timeSeconds: -5, timeNanos: 0, attributes: {}, data: new Uint8Array() }));
+    assert.equal(old.time?.seconds, -5n);
+    assert.equal(old.data.length, 0);
   });
 });
