@@ -5,8 +5,8 @@
 #
 # - src/gen/herald/v1/*_pb.ts: Herald's API (messages and service
 #   descriptors that Connect calls), from protoc-gen-es; and
-#   src/gen/herald/sdk/internal/v1/raw_pb.ts from proto/ (the producer's
-#   pre-encoded request).
+#   src/gen/herald/sdk/internal/v1/raw_pb.ts from proto/ (wire twins with
+#   events left encoded, for the hand-written event codec).
 # - gen/: the interop and example event types: protoc-gen-es messages plus
 #   protoc-gen-herald's typed bindings (<file>_herald.ts). herald/v1/options
 #   is generated there too because the event files import it.
@@ -30,7 +30,7 @@ api_protos=$(cd "$HERALD_PROTO" && ls herald/v1/*.proto | sort)
 # shellcheck disable=SC2086
 "$PROTOC" -I"$HERALD_PROTO" "$ES_PLUGIN" --es_out=src/gen "$ES_OPT" $api_protos
 # The SDK's own wire helper (see the file).
-"$PROTOC" -Iproto "$ES_PLUGIN" --es_out=src/gen "$ES_OPT" herald/sdk/internal/v1/raw.proto
+"$PROTOC" -Iproto -I"$HERALD_PROTO" "$ES_PLUGIN" --es_out=src/gen "$ES_OPT" herald/sdk/internal/v1/raw.proto
 
 "$PROTOC" -I"$HERALD_PROTO" -I"$INTEROP_PROTO" -I"$EXAMPLES_PROTO" \
   "$ES_PLUGIN" --es_out=gen "$ES_OPT" \

@@ -26,6 +26,11 @@ if (UserSignedUpEvent.encode(UserSignedUpEvent.create(event(0))).length !== 100)
 }
 
 const producer = client.producer(UserSignedUpEvent, { topic, maxBatch: 1000, maxInFlight: 8, lingerMs: 1 });
+const cpuMs = (from: NodeJS.CpuUsage) => {
+  const used = process.cpuUsage(from);
+  return (used.user + used.system) / 1000;
+};
+let cpu = process.cpuUsage();
 let started = performance.now();
 let next = 0;
 async function lane(): Promise<void> {
@@ -39,7 +44,7 @@ await Promise.all(Array.from({ length: WINDOW / 500 }, lane));
 let seconds = (performance.now() - started) / 1000;
 const stats = producer.stats();
 console.log(
-  `producer: ${Math.round(total / seconds)} events/s (${total} events in ${seconds.toFixed(2)} s, ${stats.requests} requests)`,
+  `producer: ${Math.round(total / seconds)} events/s (${total} events in ${seconds.toFixed(2)} s, ${stats.requests} requests; ${Math.round((total / cpuMs(cpu)) * 1000)} events per CPU-second of this process)`,
 );
 await producer.close();
 if (only === "produce") {
@@ -56,6 +61,7 @@ const consumer = await client.subscribe(UserSignedUpEvent, {
 });
 const stop = new AbortController();
 let consumed = 0;
+cpu = process.cpuUsage();
 started = performance.now();
 await consumer.run(
   () => {
@@ -64,5 +70,7 @@ await consumer.run(
   { signal: stop.signal },
 );
 seconds = (performance.now() - started) / 1000;
-console.log(`consumer: ${Math.round(consumed / seconds)} events/s (${consumed} events in ${seconds.toFixed(2)} s, ack per event)`);
+console.log(
+  `consumer: ${Math.round(consumed / seconds)} events/s (${consumed} events in ${seconds.toFixed(2)} s, ack per event; ${Math.round((consumed / cpuMs(cpu)) * 1000)} events per CPU-second of this process)`,
+);
 await client.close();

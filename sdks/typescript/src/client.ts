@@ -14,7 +14,10 @@ import { HeraldError } from "./errors.js";
 import type { EventBinding } from "./event.js";
 import { Admin } from "./gen/herald/v1/admin_pb.js";
 import { Publisher } from "./gen/herald/v1/publisher_pb.js";
-import { PublishStreamRequestRawSchema } from "./gen/herald/sdk/internal/v1/raw_pb.js";
+import {
+  PublishStreamRequestRawSchema,
+  SubscribeResponseRawSchema,
+} from "./gen/herald/sdk/internal/v1/raw_pb.js";
 import { Subscriber } from "./gen/herald/v1/subscriber_pb.js";
 import { Producer, type ProducerOptions } from "./producer.js";
 import { defaultPropagator } from "./tracing.js";
@@ -66,6 +69,9 @@ export interface Logger {
  */
 const rawPublishStream = { ...Publisher.method.publishStream, input: PublishStreamRequestRawSchema };
 const RawPublisher = { ...Publisher, methods: [rawPublishStream], method: { publishStream: rawPublishStream } };
+/** Subscriber.Subscribe answering `SubscribeResponseRaw` (event batches left encoded, decoded by hand). */
+const rawSubscribe = { ...Subscriber.method.subscribe, output: SubscribeResponseRawSchema };
+const RawSubscriber = { ...Subscriber, methods: [rawSubscribe], method: { subscribe: rawSubscribe } };
 
 /** The default logger: info, warn and error to stderr (never stdout), debug dropped. */
 export const stderrLogger: Logger = {
@@ -119,6 +125,8 @@ export class HeraldClient {
   readonly publisher: Client<typeof Publisher>;
   /** @internal PublishStream with pre-encoded events (same wire format). */
   readonly rawPublisher: Client<typeof RawPublisher>;
+  /** @internal Subscribe with event batches left encoded. */
+  readonly rawSubscriber: Client<typeof RawSubscriber>;
   /** The Subscriber service (Subscribe, Read). */
   readonly subscriber: Client<typeof Subscriber>;
   /** The Admin service: topics, subscriptions, stats, seek. */
@@ -168,6 +176,7 @@ export class HeraldClient {
     });
     this.publisher = createClient(Publisher, transport);
     this.rawPublisher = createClient(RawPublisher, transport);
+    this.rawSubscriber = createClient(RawSubscriber, transport);
     this.subscriber = createClient(Subscriber, transport);
     this.admin = createClient(Admin, transport);
   }

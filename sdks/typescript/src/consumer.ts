@@ -29,8 +29,9 @@ import type {
   DeliveredEvent,
   Position,
   SubscribeRequest,
-  SubscribeResponse,
 } from "./gen/herald/v1/subscriber_pb.js";
+import type { SubscribeResponseRaw } from "./gen/herald/sdk/internal/v1/raw_pb.js";
+import { decodeDelivered } from "./wire.js";
 import {
   AttachSchema,
   PositionSchema,
@@ -311,14 +312,14 @@ export class Envelope<T extends Message> {
 /** One attached Subscribe stream. */
 interface Session {
   requests: RequestQueue<SubscribeRequest>;
-  responses: AsyncIterator<SubscribeResponse>;
+  responses: AsyncIterator<SubscribeResponseRaw>;
   abort: AbortController;
   acker: Acker;
   /** Deliveries received and not yet handed out. */
   queue: DeliveredEvent[];
   head: number;
   /** The read in progress, shared by whoever waits on the stream. */
-  pending: Promise<IteratorResult<SubscribeResponse>> | undefined;
+  pending: Promise<IteratorResult<SubscribeResponseRaw>> | undefined;
 }
 
 /**
@@ -572,7 +573,7 @@ export class Consumer<T extends Message> implements AsyncIterable<Envelope<T>> {
     const requests = new RequestQueue<SubscribeRequest>(mergeRequests);
     requests.push(this.attachMessage);
     const abort = new AbortController();
-    const responses = this.client.subscriber
+    const responses = this.client.rawSubscriber
       .subscribe(requests, { signal: abort.signal })
       [Symbol.asyncIterator]();
     const session: Session = {
@@ -601,7 +602,7 @@ export class Consumer<T extends Message> implements AsyncIterable<Envelope<T>> {
           break;
         }
         if (message.case === "events") {
-          session.queue.push(...message.value.events);
+          pushDecoded(session.queue, message.value.events);
         } else if (message.case === "activeStatus") {
           this.announce(message.value);
         }
@@ -660,7 +661,7 @@ export class Consumer<T extends Message> implements AsyncIterable<Envelope<T>> {
         }
         return [delivery, session.acker];
       }
-      let result: IteratorResult<SubscribeResponse>;
+      let result: IteratorResult<SubscribeResponseRaw>;
       try {
         result = await read(session);
       } catch (error) {
@@ -687,7 +688,7 @@ export class Consumer<T extends Message> implements AsyncIterable<Envelope<T>> {
       const message = result.value.response;
       switch (message.case) {
         case "events":
-          session.queue.push(...message.value.events);
+          pushDecoded(session.queue, message.value.events);
           break;
         case "activeStatus":
           this.announce(message.value);
@@ -745,8 +746,15 @@ export class Consumer<T extends Message> implements AsyncIterable<Envelope<T>> {
   }
 }
 
+/** Decodes a batch's encoded deliveries onto `queue`. */
+function pushDecoded(queue: DeliveredEvent[], events: Uint8Array[]): void {
+  for (const bytes of events) {
+    queue.push(decodeDelivered(bytes));
+  }
+}
+
 /** The next response of `session`, shared by concurrent readers. */
-function read(session: Session): Promise<IteratorResult<SubscribeResponse>> {
+function read(session: Session): Promise<IteratorResult<SubscribeResponseRaw>> {
   if (session.pending === undefined) {
     const pending = session.responses.next();
     session.pending = pending;

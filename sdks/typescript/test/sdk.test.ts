@@ -26,7 +26,8 @@ import { UserSignedUpEvent, newUserSignedUpProducer, subscribeUserSignedUp } fro
 import { HeraldServer } from "./herald.js";
 import { EventSchema } from "../src/gen/herald/v1/event_pb.js";
 import { fromBinary } from "@bufbuild/protobuf";
-import { encodeEvent } from "../src/wire.js";
+import { decodeDelivered, encodeEvent } from "../src/wire.js";
+import { DeliveredEventSchema } from "../src/gen/herald/v1/subscriber_pb.js";
 
 const spans = new InMemorySpanExporter();
 context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
@@ -563,5 +564,39 @@ describe("helpers", () => {
     const old = fromBinary(EventSchema, encodeEvent({ ...fields, timeSeconds: -5, timeNanos: 0, attributes: {}, data: new Uint8Array() }));
     assert.equal(old.time?.seconds, -5n);
     assert.equal(old.data.length, 0);
+  });
+
+  test("the hand-written delivery decoding matches protobuf-es", () => {
+    const delivered = create(DeliveredEventSchema, {
+      event: {
+        id: "id-✓",
+        source: "/s",
+        type: "t",
+        subject: "sub",
+        time: { seconds: -62135596800n, nanos: 999_999_999 },
+        dataContentType: "application/protobuf",
+        dataSchema: "x.Y",
+        attributes: { a: "1", "ü": "" },
+        key: "k",
+        data: new Uint8Array([0, 1, 2, 255]),
+      },
+      topic: "t.opic",
+      partition: 1023,
+      offset: 18_446_744_073_709_551_615n,
+      publishTime: { seconds: 1_767_225_600n, nanos: 5 },
+      deliveryAttempt: 7,
+      ackHandle: "h-1",
+      epoch: 42n,
+    });
+    const decoded = decodeDelivered(toBinary(DeliveredEventSchema, delivered));
+    assert.deepEqual(
+      toBinary(DeliveredEventSchema, create(DeliveredEventSchema, decoded)),
+      toBinary(DeliveredEventSchema, delivered),
+    );
+    assert.equal(decoded.offset, 18_446_744_073_709_551_615n);
+    assert.equal(decoded.event?.attributes["ü"], "");
+    const empty = decodeDelivered(new Uint8Array(0));
+    assert.equal(empty.event, undefined);
+    assert.equal(empty.ackHandle, "");
   });
 });

@@ -2,22 +2,29 @@
 // @generated from file herald/sdk/internal/v1/raw.proto (package herald.sdk.internal.v1, syntax proto3)
 /* eslint-disable */
 
-// Internal to the TypeScript SDK: the wire twin of
-// herald.v1.PublishStreamRequest with its events already encoded, so the
-// producer encodes each event once, by hand, instead of through reflection.
-// `repeated bytes` and `repeated Event` are the same bytes on the wire.
+// Internal to the TypeScript SDK: wire twins of Herald messages whose
+// events stay encoded, so the producer encodes and the consumer decodes each
+// event by hand (src/wire.ts) instead of through reflection, the main cost
+// of both. `repeated bytes` and `repeated Message` are the same bytes on the
+// wire.
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { ErrorDetail } from "../../../v1/errors_pb.js";
+import { file_herald_v1_errors } from "../../../v1/errors_pb.js";
+import type { AckResult, ActiveStatus, Attached, FlowStatus } from "../../../v1/subscriber_pb.js";
+import { file_herald_v1_subscriber } from "../../../v1/subscriber_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file herald/sdk/internal/v1/raw.proto.
  */
 export const file_herald_sdk_internal_v1_raw: GenFile = /*@__PURE__*/
-  fileDesc("CiBoZXJhbGQvc2RrL2ludGVybmFsL3YxL3Jhdy5wcm90bxIWaGVyYWxkLnNkay5pbnRlcm5hbC52MSJKChdQdWJsaXNoU3RyZWFtUmVxdWVzdFJhdxIQCghzZXF1ZW5jZRgBIAEoBBINCgV0b3BpYxgCIAEoCRIOCgZldmVudHMYAyADKAxiBnByb3RvMw");
+  fileDesc("CiBoZXJhbGQvc2RrL2ludGVybmFsL3YxL3Jhdy5wcm90bxIWaGVyYWxkLnNkay5pbnRlcm5hbC52MSJKChdQdWJsaXNoU3RyZWFtUmVxdWVzdFJhdxIQCghzZXF1ZW5jZRgBIAEoBBINCgV0b3BpYxgCIAEoCRIOCgZldmVudHMYAyADKAwiuQIKFFN1YnNjcmliZVJlc3BvbnNlUmF3EicKCGF0dGFjaGVkGAEgASgLMhMuaGVyYWxkLnYxLkF0dGFjaGVkSAASNwoGZXZlbnRzGAIgASgLMiUuaGVyYWxkLnNkay5pbnRlcm5hbC52MS5FdmVudEJhdGNoUmF3SAASMAoNYWN0aXZlX3N0YXR1cxgDIAEoCzIXLmhlcmFsZC52MS5BY3RpdmVTdGF0dXNIABIsCgtmbG93X3N0YXR1cxgEIAEoCzIVLmhlcmFsZC52MS5GbG93U3RhdHVzSAASKgoKYWNrX3Jlc3VsdBgFIAEoCzIULmhlcmFsZC52MS5BY2tSZXN1bHRIABInCgVlcnJvchgGIAEoCzIWLmhlcmFsZC52MS5FcnJvckRldGFpbEgAQgoKCHJlc3BvbnNlIh8KDUV2ZW50QmF0Y2hSYXcSDgoGZXZlbnRzGAEgAygMYgZwcm90bzM", [file_herald_v1_errors, file_herald_v1_subscriber]);
 
 /**
+ * herald.v1.PublishStreamRequest with each event an encoded herald.v1.Event.
+ *
  * @generated from message herald.sdk.internal.v1.PublishStreamRequestRaw
  */
 export type PublishStreamRequestRaw = Message<"herald.sdk.internal.v1.PublishStreamRequestRaw"> & {
@@ -45,4 +52,79 @@ export type PublishStreamRequestRaw = Message<"herald.sdk.internal.v1.PublishStr
  */
 export const PublishStreamRequestRawSchema: GenMessage<PublishStreamRequestRaw> = /*@__PURE__*/
   messageDesc(file_herald_sdk_internal_v1_raw, 0);
+
+/**
+ * The wire twin of herald.v1.SubscribeResponse with the delivered events of
+ * a batch left encoded, for the consumer's hand-written decoder.
+ *
+ * @generated from message herald.sdk.internal.v1.SubscribeResponseRaw
+ */
+export type SubscribeResponseRaw = Message<"herald.sdk.internal.v1.SubscribeResponseRaw"> & {
+  /**
+   * @generated from oneof herald.sdk.internal.v1.SubscribeResponseRaw.response
+   */
+  response: {
+    /**
+     * @generated from field: herald.v1.Attached attached = 1;
+     */
+    value: Attached;
+    case: "attached";
+  } | {
+    /**
+     * @generated from field: herald.sdk.internal.v1.EventBatchRaw events = 2;
+     */
+    value: EventBatchRaw;
+    case: "events";
+  } | {
+    /**
+     * @generated from field: herald.v1.ActiveStatus active_status = 3;
+     */
+    value: ActiveStatus;
+    case: "activeStatus";
+  } | {
+    /**
+     * @generated from field: herald.v1.FlowStatus flow_status = 4;
+     */
+    value: FlowStatus;
+    case: "flowStatus";
+  } | {
+    /**
+     * @generated from field: herald.v1.AckResult ack_result = 5;
+     */
+    value: AckResult;
+    case: "ackResult";
+  } | {
+    /**
+     * @generated from field: herald.v1.ErrorDetail error = 6;
+     */
+    value: ErrorDetail;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message herald.sdk.internal.v1.SubscribeResponseRaw.
+ * Use `create(SubscribeResponseRawSchema)` to create a new message.
+ */
+export const SubscribeResponseRawSchema: GenMessage<SubscribeResponseRaw> = /*@__PURE__*/
+  messageDesc(file_herald_sdk_internal_v1_raw, 1);
+
+/**
+ * herald.v1.EventBatch with each event an encoded herald.v1.DeliveredEvent.
+ *
+ * @generated from message herald.sdk.internal.v1.EventBatchRaw
+ */
+export type EventBatchRaw = Message<"herald.sdk.internal.v1.EventBatchRaw"> & {
+  /**
+   * @generated from field: repeated bytes events = 1;
+   */
+  events: Uint8Array[];
+};
+
+/**
+ * Describes the message herald.sdk.internal.v1.EventBatchRaw.
+ * Use `create(EventBatchRawSchema)` to create a new message.
+ */
+export const EventBatchRawSchema: GenMessage<EventBatchRaw> = /*@__PURE__*/
+  messageDesc(file_herald_sdk_internal_v1_raw, 2);
 
