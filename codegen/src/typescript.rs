@@ -81,8 +81,7 @@ pub fn generate(request: &Request) -> Result<Vec<OutputFile>, String> {
                 format!("new{}Producer", identifier(&event.message)),
                 format!("subscribe{}", identifier(&event.message)),
             ] {
-                if file.messages().any(|m| identifier(&m) == name) || !taken.insert(name.clone())
-                {
+                if file.messages().any(|m| identifier(&m) == name) || !taken.insert(name.clone()) {
                     return Err(format!(
                         "protoc-gen-herald: the TypeScript name `{name}` generated for event {} \
                          clashes with another name in {}; rename one of the messages",
@@ -230,16 +229,12 @@ fn local_name(proto_name: &str) -> String {
 /// Escapes identifiers protoc-gen-es escapes (ECMAScript/TypeScript reserved
 /// words and the names its runtime uses) by appending `$`.
 fn safe_identifier(name: &str) -> String {
-    const RESERVED: &[&str] = &[
-        "break", "case", "catch", "class", "const", "continue", "debugger", "default",
-        "delete", "do", "else", "export", "extends", "false", "finally", "for", "function",
-        "if", "import", "in", "instanceof", "new", "null", "return", "super", "switch", "this",
-        "throw", "true", "try", "typeof", "var", "void", "while", "with", "yield", "enum",
-        "implements", "interface", "let", "package", "private", "protected", "public",
-        "static", "Object", "bigint", "number", "boolean", "string", "object", "globalThis",
-        "Uint8Array", "Partial",
-    ];
-    if RESERVED.contains(&name) {
+    const RESERVED: &str = "break case catch class const continue debugger default delete do \
+        else export extends false finally for function if import in instanceof new null return \
+        super switch this throw true try typeof var void while with yield enum implements \
+        interface let package private protected public static Object bigint number boolean \
+        string object globalThis Uint8Array Partial";
+    if RESERVED.split_whitespace().any(|reserved| reserved == name) {
         format!("{name}$")
     } else {
         name.to_owned()
@@ -284,13 +279,17 @@ mod tests {
         let file = signup_file();
         assert_eq!(file.name, "acme/signup/v1/signup_herald.ts");
         assert!(
-            file.content
-                .starts_with(&format!("// {GENERATED_NOTICE}\n// source: acme/signup/v1/signup.proto\n")),
+            file.content.starts_with(&format!(
+                "// {GENERATED_NOTICE}\n// source: acme/signup/v1/signup.proto\n"
+            )),
             "{}",
             file.content
         );
         assert!(file.content.contains("from \"./signup_pb.js\";"));
-        assert!(file.content.contains("import { defineEvent } from \"@herald/sdk\";"));
+        assert!(
+            file.content
+                .contains("import { defineEvent } from \"@herald/sdk\";")
+        );
     }
 
     #[test]
@@ -322,8 +321,12 @@ mod tests {
             ),
             "{code}"
         );
-        assert!(code.contains("import { UserSignedUpSchema, AccountEvents_ClosedSchema } from \"./signup_pb.js\";"));
-        assert!(code.contains("import type { UserSignedUp, AccountEvents_Closed } from \"./signup_pb.js\";"));
+        assert!(code.contains(
+            "import { UserSignedUpSchema, AccountEvents_ClosedSchema } from \"./signup_pb.js\";"
+        ));
+        assert!(code.contains(
+            "import type { UserSignedUp, AccountEvents_Closed } from \"./signup_pb.js\";"
+        ));
     }
 
     #[test]
@@ -339,8 +342,14 @@ message ByFlag { option (herald.v1.event) = { topic: "f" key_field: "constructor
 "#,
         );
         let code = &run_plugin(&[proto], "lang=typescript").unwrap()[0].content;
-        assert!(code.contains("key: (event: ByNumber): string => String(event.accountId2),"), "{code}");
-        assert!(code.contains("key: (event: ByOptional): string => event.ref ?? \"\","), "{code}");
+        assert!(
+            code.contains("key: (event: ByNumber): string => String(event.accountId2),"),
+            "{code}"
+        );
+        assert!(
+            code.contains("key: (event: ByOptional): string => event.ref ?? \"\","),
+            "{code}"
+        );
         assert!(
             code.contains("key: (event: ByFlag): string => event.constructor$ === undefined ? \"\" : String(event.constructor$),"),
             "{code}"
@@ -376,12 +385,17 @@ message Object { option (herald.v1.event) = { topic: "t" }; string x = 1; }
 
     #[test]
     fn parameters_change_imports() {
-        let files =
-            run_plugin(&[SIGNUP], "lang=ts,import_extension=none,sdk_import=../sdk/index.js")
-                .unwrap();
+        let files = run_plugin(
+            &[SIGNUP],
+            "lang=ts,import_extension=none,sdk_import=../sdk/index.js",
+        )
+        .unwrap();
         let code = &files[0].content;
         assert!(code.contains("from \"./signup_pb\";"), "{code}");
-        assert!(code.contains("import { defineEvent } from \"../sdk/index.js\";"), "{code}");
+        assert!(
+            code.contains("import { defineEvent } from \"../sdk/index.js\";"),
+            "{code}"
+        );
     }
 
     #[test]
@@ -406,12 +420,18 @@ message PaidEvent { string y = 1; }
 "#,
         );
         let err = run_plugin(&[proto], "lang=typescript").unwrap_err();
-        assert!(err.contains("`PaidEvent`") && err.contains("clashes"), "{err}");
+        assert!(
+            err.contains("`PaidEvent`") && err.contains("clashes"),
+            "{err}"
+        );
     }
 
     #[test]
     fn files_without_events_produce_nothing() {
-        let plain = ("plain.proto", "syntax = \"proto3\";\nmessage P { string x = 1; }\n");
+        let plain = (
+            "plain.proto",
+            "syntax = \"proto3\";\nmessage P { string x = 1; }\n",
+        );
         assert_eq!(run_plugin(&[plain], "lang=typescript").unwrap(), Vec::new());
     }
 }
