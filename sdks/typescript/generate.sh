@@ -26,7 +26,7 @@ ES_OPT="--es_opt=target=ts,import_extension=js"
 rm -rf src/gen gen
 mkdir -p src/gen gen
 
-api_protos=$(cd "$HERALD_PROTO" && ls herald/v1/*.proto | sort)
+api_protos=$(cd "$HERALD_PROTO" && ls herald/v1/*.proto | LC_ALL=C sort)
 # shellcheck disable=SC2086
 "$PROTOC" -I"$HERALD_PROTO" "$ES_PLUGIN" --es_out=src/gen "$ES_OPT" $api_protos
 # The SDK's own wire helper (see the file).

@@ -14,7 +14,7 @@ if (endpoint === undefined) {
   process.exit(2);
 }
 const total = Number(eventsArg);
-const WINDOW = 20_000;
+const WINDOW = 2000;
 const topic = `bench.ts.${Date.now()}`;
 const client = await HeraldClient.connect({ endpoint });
 
