@@ -620,6 +620,12 @@ export class Consumer<T extends Message> implements AsyncIterable<Envelope<T>> {
     } finally {
       clearTimeout(timer);
     }
+    if (this.stopping) {
+      // Closed while re-attaching: nothing will read this stream.
+      requests.close();
+      abort.abort();
+      return;
+    }
     this.session = session;
   }
 

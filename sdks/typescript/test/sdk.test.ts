@@ -27,6 +27,7 @@ import { HeraldServer } from "./herald.js";
 import { EventSchema } from "../src/gen/herald/v1/event_pb.js";
 import { fromBinary } from "@bufbuild/protobuf";
 import { decodeDelivered, encodeEvent } from "../src/wire.js";
+import { RequestQueue } from "../src/queue.js";
 import { DeliveredEventSchema } from "../src/gen/herald/v1/subscriber_pb.js";
 
 const spans = new InMemorySpanExporter();
@@ -181,6 +182,44 @@ describe("typed round trip", () => {
     env.ack();
     await consumer.close();
     await producer.close();
+  });
+});
+
+describe("flow control", () => {
+  test("credits are granted back as events are settled, so a small window drains a long topic", async () => {
+    const topic = freshTopic("credits");
+    await newUserSignedUpProducer(client, { topic }).publishBatch(
+      Array.from({ length: 50 }, (_, i) => ({ userId: `u${i}` })),
+    );
+    const consumer = await subscribeUserSignedUp(client, { topic, subscription: "s", position: "earliest", credits: 2 });
+    let outstanding = 0;
+    let most = 0;
+    const run = runInBackground(consumer, async () => {
+      most = Math.max(most, ++outstanding);
+      await new Promise((r) => setTimeout(r, 1));
+      outstanding--;
+    });
+    await waitFor("all 50 events", () => run.seen.length === 50);
+    await run.stop();
+    assert.equal(new Set(run.seen.map((e) => e.value.userId)).size, 50);
+    assert.equal(most, 1, "the handler runs one event at a time");
+  });
+
+  test("queued acks and credit grants are merged into one message when the stream is busy", async () => {
+    const queue = new RequestQueue<{ kind: string; items: string[] }>((a, b) =>
+      a.kind === "ack" && b.kind === "ack" ? { kind: "ack", items: [...a.items, ...b.items] } : undefined,
+    );
+    queue.push({ kind: "ack", items: ["1"] });
+    queue.push({ kind: "ack", items: ["2"] });
+    queue.push({ kind: "nack", items: ["3"] });
+    queue.push({ kind: "ack", items: ["4"] });
+    queue.close();
+    assert.equal(queue.push({ kind: "ack", items: ["late"] }), false, "closed queues refuse");
+    const got = [];
+    for await (const message of queue) {
+      got.push(`${message.kind}:${message.items.join(",")}`);
+    }
+    assert.deepEqual(got, ["ack:1,2", "nack:3", "ack:4"]);
   });
 });
 
