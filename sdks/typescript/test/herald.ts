@@ -104,8 +104,10 @@ export class HeraldServer {
     await exited;
   }
 
-  async restart(): Promise<void> {
+  /** Kills the process, leaves the port closed for `downMs`, and starts it again on the same data. */
+  async restart(downMs = 0): Promise<void> {
     await this.kill();
+    await new Promise((r) => setTimeout(r, downMs));
     await this.launch();
   }
 

@@ -513,9 +513,10 @@ describe("failover", () => {
 describe("re-attach", () => {
   test("a running consumer re-attaches after the server restarts and goes on", async () => {
     const own = await HeraldServer.start();
+    const logged: string[] = [];
     const ownClient = await HeraldClient.connect({
       endpoint: own.endpoint,
-      logger: quiet,
+      logger: { ...quiet, info: (m: string) => logged.push(m), warn: (m: string) => logged.push(m) },
       reconnect: { initialMs: 50, maxMs: 500 },
     });
     try {
@@ -530,7 +531,7 @@ describe("re-attach", () => {
       });
       const run = runInBackground(consumer);
       await waitFor("events before the restart", () => run.seen.length === 2);
-      await own.restart();
+      await own.restart(700); // re-attach attempts fail while it is down
       // The producer's stream broke with the old process; the next publish reopens it.
       let published = false;
       for (let i = 0; i < 50 && !published; i++) {
@@ -546,6 +547,8 @@ describe("re-attach", () => {
       await run.stop();
       const users = new Set(run.seen.map((e) => e.value.userId));
       assert.deepEqual([...users].sort(), ["after-1", "after-2", "before-1", "before-2"]);
+      assert.ok(logged.some((m) => m.includes("failed; re-attaching")), logged.join("\n"));
+      assert.ok(logged.some((m) => m.includes("re-attached to restart/survivor")), logged.join("\n"));
       await producer.close();
     } finally {
       await ownClient.close();
