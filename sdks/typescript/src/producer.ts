@@ -37,6 +37,8 @@ export interface ProducerOptions {
   maxBatch?: number;
   /** Most requests sent and not yet answered. Default 8. */
   maxInFlight?: number;
+  /** Most events queued and not yet sent; past it `publish` waits for room (in call order). Default 10 × maxBatch. */
+  maxQueued?: number;
   /** Bound on each publish call. Default the client's `requestTimeoutMs`. */
   requestTimeoutMs?: number;
 }
@@ -103,6 +105,9 @@ export class Producer<T extends Message> {
   private readonly lingerMs: number;
   private readonly maxBatch: number;
   private readonly maxInFlight: number;
+  private readonly maxQueued: number;
+  /** Calls waiting for room in the queue (maxQueued). */
+  private readonly waiting: Call[] = [];
   private readonly requestTimeoutMs: number;
   private readonly queue: Call[] = [];
   private queuedEvents = 0;
@@ -129,6 +134,7 @@ export class Producer<T extends Message> {
     this.lingerMs = Math.max(0, options.lingerMs ?? 1);
     this.maxBatch = Math.max(1, Math.floor(options.maxBatch ?? 1000));
     this.maxInFlight = Math.max(1, Math.floor(options.maxInFlight ?? 8));
+    this.maxQueued = Math.max(this.maxBatch, Math.floor(options.maxQueued ?? 10 * this.maxBatch));
     this.requestTimeoutMs = options.requestTimeoutMs ?? client.requestTimeoutMs;
   }
 
@@ -161,7 +167,7 @@ export class Producer<T extends Message> {
   async flush(): Promise<void> {
     this.due = true;
     this.pump();
-    if (this.queue.length === 0 && this.inFlight.size === 0) {
+    if (this.queue.length === 0 && this.inFlight.size === 0 && this.waiting.length === 0) {
       return;
     }
     await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
@@ -242,33 +248,49 @@ export class Producer<T extends Message> {
         deadline: Date.now() + this.requestTimeoutMs,
         settled: false,
       };
-      this.queue.push(call);
-      this.queuedEvents += events.length;
       this.startSweeper();
+      if (this.queuedEvents >= this.maxQueued || this.waiting.length > 0) {
+        // Bounded queue: wait, in call order, until batches have gone out.
+        this.waiting.push(call);
+        return;
+      }
+      this.admit(call);
       if (this.queuedEvents >= this.maxBatch) {
-        this.due = true;
         this.pump();
-      } else if (this.timer === undefined) {
-        const fire = () => {
-          this.timer = undefined;
-          this.due = true;
-          this.pump();
-        };
-        this.timer = this.lingerMs === 0 ? setImmediate(fire) : setTimeout(fire, this.lingerMs);
       }
     });
   }
 
-  /** Sends every batch that is due while the in-flight limit allows. */
+  /** Queues `call` for the next batch, arming the linger timer. */
+  private admit(call: Call): void {
+    this.queue.push(call);
+    this.queuedEvents += call.events.length;
+    if (this.timer === undefined && this.queuedEvents < this.maxBatch) {
+      const fire = () => {
+        this.timer = undefined;
+        this.due = true;
+        this.pump();
+      };
+      this.timer = this.lingerMs === 0 ? setImmediate(fire) : setTimeout(fire, this.lingerMs);
+    }
+  }
+
+  /** Admits waiting calls while there is room, and sends every batch that is due while the in-flight limit allows. */
   private pump(): void {
-    while (
-      this.queue.length > 0 &&
-      this.inFlight.size < this.maxInFlight &&
-      (this.due || this.queuedEvents >= this.maxBatch)
-    ) {
+    for (;;) {
+      while (this.waiting.length > 0 && this.queuedEvents < this.maxQueued) {
+        this.admit(this.waiting.shift() as Call);
+      }
+      if (
+        this.queue.length === 0 ||
+        this.inFlight.size >= this.maxInFlight ||
+        !(this.due || this.queuedEvents >= this.maxBatch)
+      ) {
+        break;
+      }
       this.sendBatch();
     }
-    if (this.queue.length === 0) {
+    if (this.queue.length === 0 && this.waiting.length === 0) {
       this.due = false;
       if (this.inFlight.size === 0) {
         const waiters = this.idleWaiters;
@@ -418,6 +440,7 @@ export class Producer<T extends Message> {
         }
       };
       this.queue.forEach(check);
+      this.waiting.forEach(check);
       for (const calls of this.inFlight.values()) {
         calls.forEach(check);
       }

@@ -165,6 +165,18 @@ describe("typed round trip", () => {
     assert.equal(first.settled, true);
   });
 
+  test("a bounded queue makes publishes wait for room and keeps their order", async () => {
+    const topic = freshTopic("bounded");
+    const producer = newUserSignedUpProducer(client, { topic, maxBatch: 10, maxQueued: 10, maxInFlight: 1 });
+    const receipts = await Promise.all(Array.from({ length: 200 }, (_, i) => producer.publish({ userId: `u${i}` })));
+    assert.deepEqual(
+      receipts.map((r) => r.offset),
+      Array.from({ length: 200 }, (_, i) => BigInt(i)),
+    );
+    assert.ok(producer.stats().requests >= 20, `${producer.stats().requests} requests of at most 10 events`);
+    await producer.close();
+  });
+
   test("publish options set subject, id, key and source; a repeated id is a duplicate", async () => {
     const topic = freshTopic("options");
     const producer = client.producer(UserSignedUpEvent, { topic, source: "/tests/options" });
