@@ -20,6 +20,7 @@ import {
 } from "./gen/herald/sdk/internal/v1/raw_pb.js";
 import { Subscriber } from "./gen/herald/v1/subscriber_pb.js";
 import { Producer, type ProducerOptions } from "./producer.js";
+import { type ReadOptions, type Recorded, readTopic } from "./reader.js";
 import { defaultPropagator } from "./tracing.js";
 
 /**
@@ -236,6 +237,18 @@ export class HeraldClient {
     await consumer.attach();
     this.track(consumer);
     return consumer;
+  }
+
+  /**
+   * Reads `binding`'s topic without a subscription (no acks): from
+   * `position` (default earliest), optionally following new events.
+   *
+   * ```ts
+   * for await (const r of client.read(UserSignedUpEvent, { maxEvents: 100 })) console.log(r.offset, r.value);
+   * ```
+   */
+  read<T extends Message>(binding: EventBinding<T>, options: ReadOptions = {}): AsyncGenerator<Recorded<T>, void, undefined> {
+    return readTopic(this, binding, options);
   }
 
   /** Closes every producer (flushing) and consumer made from this client, then the connection. */

@@ -791,7 +791,8 @@ function subscriptionType(kind: SubscriptionKind): SubscriptionType {
   }
 }
 
-function positionOf(position: StartPosition): Position {
+/** @internal The Position message of `position`. */
+export function positionOf(position: StartPosition): Position {
   if (position === "earliest") {
     return create(PositionSchema, { kind: { case: "earliest", value: create(EmptySchema) } });
   }

@@ -35,4 +35,5 @@ export { CONTENT_TYPE_PROTOBUF, defineEvent } from "./event.js";
 export type { EventBinding, EventSpec, Receipt } from "./event.js";
 export { Producer } from "./producer.js";
 export type { ProducerOptions, ProducerStats, PublishOptions } from "./producer.js";
+export type { ReadOptions, Recorded } from "./reader.js";
 export { TRACER_NAME, defaultPropagator } from "./tracing.js";

@@ -197,6 +197,31 @@ describe("typed round trip", () => {
   });
 });
 
+describe("read", () => {
+  test("reads a topic from a position without a subscription", async () => {
+    const topic = freshTopic("read");
+    await newUserSignedUpProducer(client, { topic }).publishBatch([{ userId: "a" }, { userId: "b" }, { userId: "c" }]);
+    const all: string[] = [];
+    for await (const r of client.read(UserSignedUpEvent, { topic })) {
+      all.push(`${r.offset}:${r.value.userId}:${r.key}`);
+    }
+    assert.deepEqual(all, ["0:a:a", "1:b:b", "2:c:c"]);
+    const tail: string[] = [];
+    for await (const r of client.read(UserSignedUpEvent, { topic, position: { offsets: { 0: 1 } }, maxEvents: 1 })) {
+      tail.push(r.value.userId);
+    }
+    assert.deepEqual(tail, ["b"]);
+    const error = await catchError(
+      (async () => {
+        for await (const _ of client.read(UserSignedUpEvent, { topic: freshTopic("read-missing") })) {
+          // nothing
+        }
+      })(),
+    );
+    assert.equal(error.code, ErrorCode.TOPIC_NOT_FOUND);
+  });
+});
+
 describe("flow control", () => {
   test("credits are granted back as events are settled, so a small window drains a long topic", async () => {
     const topic = freshTopic("credits");
