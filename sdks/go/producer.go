@@ -229,18 +229,9 @@ func (p *Producer[T]) send(ctx context.Context, events []*heraldpb.Event) ([]Rec
 		ctx, cancel = context.WithTimeout(ctx, p.client.cfg.requestTimeout)
 		defer cancel()
 	}
-	c := &call{events: events, done: make(chan callResult, 1)}
-	p.mu.RLock()
-	if p.closed {
-		p.mu.RUnlock()
-		return nil, ErrClosed
-	}
-	select {
-	case p.calls <- c:
-		p.mu.RUnlock()
-	case <-ctx.Done():
-		p.mu.RUnlock()
-		return nil, ctx.Err()
+	c, err := p.enqueue(ctx, events)
+	if err != nil {
+		return nil, err
 	}
 	select {
 	case r := <-c.done:
@@ -248,6 +239,70 @@ func (p *Producer[T]) send(ctx context.Context, events []*heraldpb.Event) ([]Rec
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// enqueue hands events to the batcher (blocking while its queue is full).
+func (p *Producer[T]) enqueue(ctx context.Context, events []*heraldpb.Event) (*call, error) {
+	c := &call{events: events, done: make(chan callResult, 1)}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return nil, ErrClosed
+	}
+	select {
+	case p.calls <- c:
+		return c, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// PublishAsync queues one event and returns at once with a Pending to wait
+// on. Events queued by one goroutine are sent in the order queued, so a
+// single goroutine can keep many publishes in flight and still keep their
+// order. ctx is used for the trace context and for waiting for room in the
+// queue; bound the wait for the answer with Pending.Wait's ctx.
+func (p *Producer[T]) PublishAsync(ctx context.Context, msg T, opts ...PublishOption) (*Pending, error) {
+	ev, err := p.envelope(ctx, msg, opts)
+	if err != nil {
+		return nil, err
+	}
+	c, err := p.enqueue(ctx, []*heraldpb.Event{ev})
+	if err != nil {
+		return nil, err
+	}
+	return &Pending{c: c}, nil
+}
+
+// Pending is a publish queued with PublishAsync.
+type Pending struct {
+	c    *call
+	once sync.Once
+	r    callResult
+}
+
+// Wait returns the publish's receipt once the event is durable, or its
+// error; ctx bounds the wait (the publish itself goes on). Wait may be
+// called more than once.
+func (pd *Pending) Wait(ctx context.Context) (Receipt, error) {
+	select {
+	case r, ok := <-pd.c.done:
+		pd.once.Do(func() {
+			if ok {
+				pd.r = r
+				close(pd.c.done)
+			}
+		})
+	case <-ctx.Done():
+		return Receipt{}, ctx.Err()
+	}
+	if pd.r.err != nil {
+		return Receipt{}, pd.r.err
+	}
+	if len(pd.r.receipts) != 1 {
+		return Receipt{}, &Error{GRPCCode: codes.Internal, Message: fmt.Sprintf("the broker returned %d results for 1 event", len(pd.r.receipts))}
+	}
+	return pd.r.receipts[0], nil
 }
 
 // batcher is a producer's background goroutine.
