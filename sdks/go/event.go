@@ -89,4 +89,3 @@ func receiptOf(r *heraldpb.PublishResult) Receipt {
 	}
 	return rc
 }
-
