@@ -187,11 +187,8 @@ func (p *Producer[T]) envelope(ctx context.Context, msg T, opts []PublishOption)
 	if err != nil {
 		return nil, fmt.Errorf("herald: cannot encode %s: %w", p.schema, err)
 	}
-	attrs := make(map[string]string, len(pc.attributes)+2)
-	for k, v := range pc.attributes {
-		attrs[k] = v
-	}
-	p.client.cfg.propagator.Inject(ctx, propagation.MapCarrier(attrs))
+	attrs := lazyCarrier{m: pc.attributes}
+	p.client.cfg.propagator.Inject(ctx, &attrs)
 	ev := &heraldpb.Event{
 		Id:              pc.id,
 		Source:          p.cfg.source,
@@ -199,7 +196,7 @@ func (p *Producer[T]) envelope(ctx context.Context, msg T, opts []PublishOption)
 		Subject:         pc.subject,
 		DataContentType: ContentTypeProtobuf,
 		DataSchema:      p.schema,
-		Attributes:      attrs,
+		Attributes:      attrs.m,
 		Data:            data,
 	}
 	if ev.Id == "" {
@@ -601,4 +598,28 @@ func fail(callers []*call, err error) {
 	for _, c := range callers {
 		c.done <- callResult{err: err}
 	}
+}
+
+// lazyCarrier is a TextMapCarrier over the event's attributes that only
+// allocates the map when something is set (no trace, no attributes: no
+// map).
+type lazyCarrier struct{ m map[string]string }
+
+var _ propagation.TextMapCarrier = (*lazyCarrier)(nil)
+
+func (c *lazyCarrier) Get(key string) string { return c.m[key] }
+
+func (c *lazyCarrier) Set(key, value string) {
+	if c.m == nil {
+		c.m = make(map[string]string, 2)
+	}
+	c.m[key] = value
+}
+
+func (c *lazyCarrier) Keys() []string {
+	keys := make([]string, 0, len(c.m))
+	for k := range c.m {
+		keys = append(keys, k)
+	}
+	return keys
 }
