@@ -1,7 +1,9 @@
 package herald
 
 import (
+	"bufio"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"strconv"
 	"sync"
@@ -200,7 +202,9 @@ func (p *Producer[T]) envelope(ctx context.Context, msg T, opts []PublishOption)
 		Data:            data,
 	}
 	if ev.Id == "" {
-		id, err := uuid.NewV7()
+		r := randPool.Get().(*bufio.Reader)
+		id, err := uuid.NewV7FromReader(r)
+		randPool.Put(r)
 		if err != nil {
 			return nil, fmt.Errorf("herald: cannot make an event id: %w", err)
 		}
@@ -623,3 +627,7 @@ func (c *lazyCarrier) Keys() []string {
 	}
 	return keys
 }
+
+// randPool buffers crypto/rand for event ids (one read per 4 KiB instead of
+// one per id), without touching the uuid package's global settings.
+var randPool = sync.Pool{New: func() any { return bufio.NewReaderSize(rand.Reader, 4096) }}
