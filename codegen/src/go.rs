@@ -161,7 +161,13 @@ fn go_package(
 fn clean_package_name(base: &str) -> String {
     let mut name: String = base
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if name.starts_with(|c: char| c.is_ascii_digit()) {
         name.insert(0, '_');
@@ -265,7 +271,9 @@ fn key_body(event: &EventModel) -> Option<(String, bool)> {
         _ => return None,
     };
     let body = if presence {
-        format!("if m == nil || m.{go_field} == nil {{\n\t\t\treturn \"\"\n\t\t}}\n\t\treturn {expr}")
+        format!(
+            "if m == nil || m.{go_field} == nil {{\n\t\t\treturn \"\"\n\t\t}}\n\t\treturn {expr}"
+        )
     } else {
         format!("if m == nil {{\n\t\t\treturn \"\"\n\t\t}}\n\t\treturn {expr}")
     };
@@ -275,7 +283,10 @@ fn key_body(event: &EventModel) -> Option<(String, bool)> {
 fn render(file: &FileDescriptor, package: &str, events: &[&EventModel]) -> String {
     let keys: Vec<Option<(String, bool)>> = events.iter().map(|e| key_body(e)).collect();
     let strconv = keys.iter().flatten().any(|(_, s)| *s);
-    let mut out = format!("// {GENERATED_NOTICE}\n// source: {}\n\npackage {package}\n\n", file.name());
+    let mut out = format!(
+        "// {GENERATED_NOTICE}\n// source: {}\n\npackage {package}\n\n",
+        file.name()
+    );
     out.push_str("import (\n");
     if strconv {
         out.push_str("\t\"strconv\"\n\n");
@@ -303,7 +314,11 @@ fn render(file: &FileDescriptor, package: &str, events: &[&EventModel]) -> Strin
             qschema = quote(&spec.full_name),
         );
         if let Some((body, _)) = key {
-            let field = event.key_field.as_ref().map(|f| f.name()).unwrap_or_default();
+            let field = event
+                .key_field
+                .as_ref()
+                .map(|f| f.name())
+                .unwrap_or_default();
             let _ = write!(
                 out,
                 "\t// The ordering key: field {field}.\n\tKey: func(m *{go}) string {{\n\t\t{body}\n\t}},\n"
@@ -332,9 +347,14 @@ mod tests {
     fn emits_bindings_and_constructors_in_the_import_path() {
         let files = run_plugin(&[SIGNUP], "lang=go").unwrap();
         assert_eq!(files.len(), 1);
-        assert_eq!(files[0].name, "example.com/acme/signup/v1/signup_herald.pb.go");
+        assert_eq!(
+            files[0].name,
+            "example.com/acme/signup/v1/signup_herald.pb.go"
+        );
         let code = &files[0].content;
-        assert!(code.starts_with(&format!("// {GENERATED_NOTICE}\n// source: acme/signup/v1/signup.proto\n")));
+        assert!(code.starts_with(&format!(
+            "// {GENERATED_NOTICE}\n// source: acme/signup/v1/signup.proto\n"
+        )));
         assert!(code.contains("package signupv1\n"), "{code}");
         assert!(code.contains("var UserSignedUpEvent = herald.EventType[*UserSignedUp]{"));
         assert!(code.contains("\tTopic:  \"user.signup\",\n"));
@@ -345,10 +365,17 @@ mod tests {
         assert!(code.contains("func NewUserSignedUpProducer(c *herald.Client, opts ...herald.ProducerOption) *herald.Producer[*UserSignedUp]"));
         assert!(code.contains("func NewUserSignedUpConsumer(c *herald.Client, subscription string, opts ...herald.ConsumerOption) *herald.Consumer[*UserSignedUp]"));
         // Nested messages get protoc-gen-go's names; no key, no Key func.
-        assert!(code.contains("var AccountEvents_ClosedEvent = herald.EventType[*AccountEvents_Closed]{"));
+        assert!(
+            code.contains(
+                "var AccountEvents_ClosedEvent = herald.EventType[*AccountEvents_Closed]{"
+            )
+        );
         assert!(code.contains("\tSchema: \"acme.signup.v1.AccountEvents.Closed\",\n"));
         assert!(!code.contains("PlainMessage"));
-        assert!(!code.contains("strconv"), "no integer key, no strconv import");
+        assert!(
+            !code.contains("strconv"),
+            "no integer key, no strconv import"
+        );
     }
 
     #[test]
@@ -358,11 +385,17 @@ mod tests {
         let files = run_plugin(&[SIGNUP], "lang=go,module=example.com/acme").unwrap();
         assert_eq!(files[0].name, "signup/v1/signup_herald.pb.go");
         let err = run_plugin(&[SIGNUP], "lang=go,module=other.org/x").unwrap_err();
-        assert!(err.contains("does not start with module=\"other.org/x\""), "{err}");
+        assert!(
+            err.contains("does not start with module=\"other.org/x\""),
+            "{err}"
+        );
         let err = run_plugin(&[SIGNUP], "lang=go,paths=flat").unwrap_err();
         assert!(err.contains("unknown paths=flat"), "{err}");
-        let err =
-            run_plugin(&[SIGNUP], "lang=go,paths=source_relative,module=example.com").unwrap_err();
+        let err = run_plugin(
+            &[SIGNUP],
+            "lang=go,paths=source_relative,module=example.com",
+        )
+        .unwrap_err();
         assert!(err.contains("not both"), "{err}");
     }
 
@@ -394,7 +427,10 @@ message Flagged {
     #[test]
     fn missing_go_package_is_an_actionable_error() {
         let err = run_plugin(&[NO_GO_PACKAGE], "lang=go").unwrap_err();
-        assert!(err.contains("acme/orders/v1/orders.proto has no Go package"), "{err}");
+        assert!(
+            err.contains("acme/orders/v1/orders.proto has no Go package"),
+            "{err}"
+        );
         assert!(err.contains("option go_package"), "{err}");
         assert!(err.contains("Macme/orders/v1/orders.proto="), "{err}");
     }
@@ -412,7 +448,10 @@ message Flagged {
         assert!(code.contains("\t\"strconv\"\n"), "{code}");
         // proto3 optional: unset means keyless, not "0".
         assert!(code.contains("if m == nil || m.Shard == nil {"), "{code}");
-        assert!(code.contains("return strconv.FormatInt(*m.Shard, 10)"), "{code}");
+        assert!(
+            code.contains("return strconv.FormatInt(*m.Shard, 10)"),
+            "{code}"
+        );
         assert!(code.contains("return strconv.FormatBool(m.Flag)"), "{code}");
     }
 
@@ -423,7 +462,10 @@ message Flagged {
         assert_eq!(go_camel_case("_private"), "XPrivate");
         assert_eq!(go_camel_case("http2_url"), "Http2Url");
         assert_eq!(go_camel_case("a_b_c"), "ABC");
-        assert_eq!(go_camel_case("RouteAllocationRecorded"), "RouteAllocationRecorded");
+        assert_eq!(
+            go_camel_case("RouteAllocationRecorded"),
+            "RouteAllocationRecorded"
+        );
     }
 
     #[test]
