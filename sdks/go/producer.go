@@ -225,12 +225,19 @@ func (p *Producer[T]) envelope(ctx context.Context, msg T, opts []PublishOption)
 }
 
 func (p *Producer[T]) send(ctx context.Context, events []*heraldpb.Event) ([]Receipt, error) {
+	// The client's request timeout applies when ctx has no deadline (a
+	// pooled timer: cheaper than a derived context per call).
+	var timeout <-chan time.Time
 	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.client.cfg.requestTimeout)
-		defer cancel()
+		t := timerPool.Get().(*time.Timer)
+		t.Reset(p.client.cfg.requestTimeout)
+		defer func() {
+			t.Stop()
+			timerPool.Put(t)
+		}()
+		timeout = t.C
 	}
-	c, err := p.enqueue(ctx, events)
+	c, err := p.enqueue(ctx, timeout, events)
 	if err != nil {
 		return nil, err
 	}
@@ -239,11 +246,24 @@ func (p *Producer[T]) send(ctx context.Context, events []*heraldpb.Event) ([]Rec
 		return r.receipts, r.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-timeout:
+		return nil, p.timeoutError()
 	}
 }
 
+func (p *Producer[T]) timeoutError() error {
+	return &Error{GRPCCode: codes.DeadlineExceeded, Message: fmt.Sprintf("no answer within the request timeout (%s); the event may still be stored", p.client.cfg.requestTimeout)}
+}
+
+// timerPool holds stopped timers for send.
+var timerPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
+
 // enqueue hands events to the batcher (blocking while its queue is full).
-func (p *Producer[T]) enqueue(ctx context.Context, events []*heraldpb.Event) (*call, error) {
+func (p *Producer[T]) enqueue(ctx context.Context, timeout <-chan time.Time, events []*heraldpb.Event) (*call, error) {
 	c := &call{events: events, done: make(chan callResult, 1)}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -255,6 +275,8 @@ func (p *Producer[T]) enqueue(ctx context.Context, events []*heraldpb.Event) (*c
 		return c, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-timeout:
+		return nil, p.timeoutError()
 	}
 }
 
@@ -268,7 +290,7 @@ func (p *Producer[T]) PublishAsync(ctx context.Context, msg T, opts ...PublishOp
 	if err != nil {
 		return nil, err
 	}
-	c, err := p.enqueue(ctx, []*heraldpb.Event{ev})
+	c, err := p.enqueue(ctx, nil, []*heraldpb.Event{ev})
 	if err != nil {
 		return nil, err
 	}
