@@ -511,6 +511,23 @@ func TestTypedErrors(t *testing.T) {
 		}
 	})
 
+	t.Run("request timeout", func(t *testing.T) {
+		impatient := srv.dial(t, herald.WithRequestTimeout(time.Nanosecond))
+		producer := signuppb.NewUserSignedUpProducer(impatient, herald.WithTopic(topic))
+		defer producer.Close(ctx)
+		_, err := producer.Publish(ctx, &signuppb.UserSignedUp{UserId: "u"})
+		var herr *herald.Error
+		if !errors.As(err, &herr) || herr.GRPCCode != codes.DeadlineExceeded || !strings.Contains(herr.Message, "request timeout") {
+			t.Fatalf("%v", err)
+		}
+		// A deadline on ctx wins over the client's timeout.
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := producer.Publish(dctx, &signuppb.UserSignedUp{UserId: "u"}); err != nil {
+			t.Fatalf("with a deadline: %v", err)
+		}
+	})
+
 	t.Run("unreachable server", func(t *testing.T) {
 		start := time.Now()
 		_, err := herald.Dial(ctx, "http://127.0.0.1:1", herald.WithConnectTimeout(300*time.Millisecond))
