@@ -612,7 +612,7 @@ fn process_span<T>(envelope: &Envelope<T>, subscription: &str) -> tracing::Span 
         messaging.herald.delivery_attempt = envelope.delivery_attempt,
     );
     if !span.is_disabled() && envelope.attributes.contains_key("traceparent") {
-        let _ = span.set_parent(crate::trace::extract(&envelope.attributes));
+        let _ = span.set_parent(herald::trace_context::extract(&envelope.attributes));
     }
     span
 }
@@ -830,7 +830,7 @@ impl<T> Envelope<T> {
     /// `tracestate` attributes (empty when the event carries none): the
     /// parent for a processing span when driving [`Consumer::stream`].
     pub fn trace_context(&self) -> opentelemetry::Context {
-        crate::trace::extract(&self.attributes)
+        herald::trace_context::extract(&self.attributes)
     }
 }
 

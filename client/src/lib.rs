@@ -31,7 +31,6 @@ mod error;
 mod event;
 mod producer;
 mod reader;
-mod trace;
 mod wire;
 
 use std::sync::Arc;

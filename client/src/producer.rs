@@ -308,7 +308,7 @@ impl<T: Event> Producer<T> {
         options: &PublishOptions,
     ) -> Result<Receipt, ClientError> {
         let mut encoded = EncodedEvents::with_capacity(event.encoded_len() + 160);
-        let trace = crate::trace::current_trace_context();
+        let trace = herald::trace_context::current_trace_context();
         encoded.push(&self.fields(event, options, &trace), event);
         let mut receipts = self.send(encoded).await?;
         receipts.pop().ok_or_else(|| ClientError::Rejected {
@@ -326,7 +326,7 @@ impl<T: Event> Producer<T> {
         }
         let size: usize = events.iter().map(|e| e.encoded_len() + 160).sum();
         let mut encoded = EncodedEvents::with_capacity(size);
-        let trace = crate::trace::current_trace_context();
+        let trace = herald::trace_context::current_trace_context();
         let options = PublishOptions::default();
         for event in events {
             encoded.push(&self.fields(event, &options, &trace), event);

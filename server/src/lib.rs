@@ -10,4 +10,5 @@ pub mod broker;
 pub mod config;
 pub mod server;
 pub mod storage;
+pub mod telemetry;
 pub mod testing;

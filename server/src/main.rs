@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use herald_server::broker::Fsync;
 use herald_server::config::{Overrides, ServerConfig};
 use herald_server::server::BoundServer;
+use herald_server::telemetry::{LogFormat, Telemetry, TelemetryConfig};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -33,12 +33,6 @@ struct Cli {
     log_level: String,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -82,17 +76,12 @@ struct ServeArgs {
     /// Fsync policy of topics created without explicit settings: batch, interval or none [default: batch]
     #[arg(long, env = "HERALD_DEFAULT_FSYNC")]
     default_fsync: Option<Fsync>,
-}
-
-fn init_logging(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    /// Export traces over OTLP/gRPC to this collector, e.g. http://127.0.0.1:4317 [default: no export]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Fraction of new traces sampled, 0.0 to 1.0; traces a producer sampled are always followed
+    #[arg(long, env = "HERALD_TRACE_SAMPLE_RATIO", default_value_t = 1.0)]
+    trace_sample_ratio: f64,
 }
 
 /// Cancels the token on Ctrl-C or SIGTERM.
@@ -141,7 +130,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -152,11 +140,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let (otlp_endpoint, sample_ratio) = match &cli.command {
+        Command::Serve(args) => (
+            args.otlp_endpoint.clone().filter(|e| !e.is_empty()),
+            args.trace_sample_ratio,
+        ),
+        _ => (None, 1.0),
+    };
+    let telemetry_config = TelemetryConfig {
+        log_format: cli.log_format,
+        log_level: cli.log_level,
+        otlp_endpoint,
+        sample_ratio,
+    };
     let result = runtime.block_on(async {
-        match cli.command {
+        let telemetry = herald_server::telemetry::init(&telemetry_config)?;
+        let result = match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Bench(command) => herald_server::bench::cli::run(command).await,
-        }
+        };
+        flush(telemetry).await;
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -166,4 +170,9 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sends the last spans before the process exits.
+async fn flush(telemetry: Telemetry) {
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
 }

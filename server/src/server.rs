@@ -162,6 +162,7 @@ impl BoundServer {
             .layer(tower::util::MapResponseLayer::new(move |response| {
                 crate::api::limits::rewrite_response(response, max)
             }))
+            .trace_fn(rpc_span)
             .tcp_nodelay(true)
             .initial_stream_window_size(4 * 1024 * 1024)
             .initial_connection_window_size(16 * 1024 * 1024)
@@ -224,4 +225,41 @@ impl BoundServer {
         tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+/// The span of one gRPC call (a whole stream for streaming calls), named
+/// and attributed per the OpenTelemetry RPC conventions. A `traceparent`
+/// header from an instrumented client becomes its parent.
+fn rpc_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let path = request.uri().path();
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path, ""));
+    let span = tracing::info_span!(
+        "grpc",
+        otel.name = %path.trim_start_matches('/'),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+    );
+    if crate::telemetry::exporting()
+        && let Some(traceparent) = request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+    {
+        let mut carrier = std::collections::HashMap::new();
+        carrier.insert("traceparent".to_owned(), traceparent.to_owned());
+        if let Some(state) = request
+            .headers()
+            .get("tracestate")
+            .and_then(|v| v.to_str().ok())
+        {
+            carrier.insert("tracestate".to_owned(), state.to_owned());
+        }
+        crate::telemetry::set_parent(&span, &carrier);
+    }
+    span
 }

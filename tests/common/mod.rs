@@ -64,10 +64,35 @@ impl Herald {
 
     /// Starts a server, or returns its output if it exits before listening.
     pub fn try_start_in(data_dir: &Path, extra_args: &[&str]) -> Result<Self, String> {
+        Self::try_start_with_env(data_dir, extra_args, &[])
+    }
+
+    /// Starts a server with a fresh temp data dir and extra environment
+    /// (`HERALD_LOG_FORMAT` and `HERALD_LOG_LEVEL` there replace the
+    /// harness's human/info logs).
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> (Self, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = Self::try_start_with_env(dir.path(), extra_args, env)
+            .unwrap_or_else(|logs| panic!("herald did not start:\n{logs}"));
+        (server, dir)
+    }
+
+    /// [`Herald::try_start_in`] with extra environment variables.
+    pub fn try_start_with_env(
+        data_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        let lookup = |name: &str, default: &'static str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_else(|| default.to_owned())
+        };
         let mut child = Command::new(herald_bin())
             .args([
                 "--log-format",
-                "human",
+                &lookup("HERALD_LOG_FORMAT", "human"),
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
@@ -76,7 +101,8 @@ impl Herald {
             .arg(data_dir)
             .args(extra_args)
             .env_remove("RUST_LOG")
-            .env("HERALD_LOG_LEVEL", "info")
+            .envs(env.iter().copied())
+            .env("HERALD_LOG_LEVEL", lookup("HERALD_LOG_LEVEL", "info"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -90,8 +116,13 @@ impl Herald {
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     if let Some(rest) = line.split("herald listening on ").nth(1) {
-                        let addr = rest.split_whitespace().next().unwrap_or_default();
-                        let _ = addr_tx.send(addr.to_owned());
+                        // Human and JSON lines alike: the address runs up to
+                        // the first character that cannot be in one.
+                        let addr: String = rest
+                            .chars()
+                            .take_while(|c| c.is_ascii_hexdigit() || ":.[]".contains(*c))
+                            .collect();
+                        let _ = addr_tx.send(addr);
                     }
                     logs.lock().unwrap().push(line);
                 }

@@ -25,6 +25,7 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use error::{BrokerError, Result};
 pub use position::Position;
@@ -84,6 +85,11 @@ pub struct PublishReceipt {
 pub struct PendingPublish {
     /// The topic, for errors.
     topic: String,
+    /// The publish span (`Span::none()` unless traces are exported).
+    span: tracing::Span,
+    /// Event types, for the per-event debug log line (empty unless debug
+    /// logging is on).
+    event_types: Vec<String>,
     /// One per event, offsets filled in by [`PendingPublish::wait`].
     receipts: Vec<PublishReceipt>,
     /// Per partition: the events' indexes and the writer's answer.
@@ -93,6 +99,36 @@ pub struct PendingPublish {
 impl PendingPublish {
     /// Waits until every partition's share is durable (or failed).
     pub async fn wait(mut self) -> Result<Vec<PublishReceipt>> {
+        let span = self.span.clone();
+        let topic = self.topic.clone();
+        let event_types = std::mem::take(&mut self.event_types);
+        let outcome = self.wait_stored().instrument(span.clone()).await;
+        match &outcome {
+            Ok(receipts) => {
+                span.record("otel.status_code", "OK");
+                if !event_types.is_empty() {
+                    for (receipt, event_type) in receipts.iter().zip(&event_types) {
+                        tracing::debug!(
+                            message_id = %receipt.id,
+                            %topic,
+                            event_type = %event_type,
+                            status = if receipt.duplicate { "duplicate" } else { "stored" },
+                            partition = receipt.partition,
+                            offset = receipt.offset,
+                            "event published"
+                        );
+                    }
+                }
+            }
+            Err(error) => {
+                span.record("otel.status_code", "ERROR");
+                tracing::debug!(%topic, status = "failed", %error, "publish failed");
+            }
+        }
+        outcome
+    }
+
+    async fn wait_stored(mut self) -> Result<Vec<PublishReceipt>> {
         for (partition, indexes, outcome) in self.pending {
             let appended = outcome
                 .await
@@ -111,6 +147,51 @@ impl PendingPublish {
         }
         Ok(self.receipts)
     }
+}
+
+/// Most producer contexts linked from one publish span besides its parent.
+const MAX_PUBLISH_LINKS: usize = 64;
+
+/// The span of one publish (a batch), when traces are exported: a child of
+/// the producer's span from the first event's `traceparent` (the
+/// CloudEvents distributed-tracing extension), linked to the other
+/// producers' spans when a batch mixes several.
+fn publish_span(topic: &str, events: &[Event]) -> tracing::Span {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !crate::telemetry::exporting() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "herald.publish",
+        otel.name = %format_args!("publish {topic}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "herald",
+        messaging.operation = "publish",
+        messaging.destination.name = %topic,
+        messaging.batch.message_count = events.len(),
+        messaging.message.id = tracing::field::Empty,
+    );
+    if let [only] = events {
+        span.record("messaging.message.id", only.id.as_str());
+    }
+    let mut traced = events
+        .iter()
+        .filter(|e| e.attributes.contains_key("traceparent"));
+    if let Some(first) = traced.next() {
+        crate::telemetry::set_parent(&span, &first.attributes);
+        let parent = herald::trace_context::extract(&first.attributes);
+        let parent_trace = parent.span().span_context().trace_id();
+        for event in traced.take(MAX_PUBLISH_LINKS) {
+            let context = herald::trace_context::extract(&event.attributes);
+            let linked = context.span().span_context().clone();
+            if linked.is_valid() && linked.trace_id() != parent_trace {
+                span.add_link(linked);
+            }
+        }
+    }
+    span
 }
 
 /// A topic as the admin API reports it.
@@ -322,6 +403,12 @@ impl Broker {
                 .collect();
         }
 
+        let span = publish_span(topic, &events);
+        let event_types = if tracing::enabled!(tracing::Level::DEBUG) {
+            events.iter().map(|e| e.r#type.clone()).collect()
+        } else {
+            Vec::new()
+        };
         let mut pending = Vec::new();
         for (partition, (indexes, records, bytes)) in groups.into_iter().enumerate() {
             if indexes.is_empty() {
@@ -332,6 +419,7 @@ impl Broker {
                 records,
                 bytes,
                 reply,
+                span: span.clone(),
             };
             handle.partitions[partition]
                 .writer
@@ -342,6 +430,8 @@ impl Broker {
         }
         Ok(PendingPublish {
             topic: topic.to_owned(),
+            span,
+            event_types,
             receipts,
             pending,
         })

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::storage::{Appended, NewRecord, PartitionLog, StorageError};
 
@@ -24,6 +25,9 @@ pub struct AppendJob {
     pub bytes: usize,
     /// Receives one [`Appended`] per record, or the storage failure.
     pub reply: oneshot::Sender<AppendOutcome>,
+    /// The publish this job belongs to (`Span::none()` unless traces are
+    /// exported): the persist span follows from it.
+    pub span: tracing::Span,
 }
 
 /// Runs until every sender of `jobs` is dropped, appending each group of
@@ -51,10 +55,36 @@ pub async fn run(
     }
 }
 
+/// The span of one storage append (write and fsync), which may carry
+/// several publishes: it follows from each of their spans.
+fn persist_span(group: &[AppendJob]) -> tracing::Span {
+    if !crate::telemetry::exporting() {
+        return tracing::Span::none();
+    }
+    let events: usize = group.iter().map(|job| job.records.len()).sum();
+    let bytes: usize = group.iter().map(|job| job.bytes).sum();
+    let span = tracing::info_span!(
+        "herald.persist",
+        otel.name = "persist",
+        herald.events = events,
+        herald.bytes = bytes,
+        herald.publishes = group.len(),
+    );
+    for job in group {
+        span.follows_from(&job.span);
+    }
+    span
+}
+
 async fn append_group(log: &dyn PartitionLog, group: &mut Vec<AppendJob>) {
+    let span = persist_span(group);
     if group.len() == 1 {
         let job = group.pop().expect("one job");
-        let outcome = log.append(job.records).await.map_err(Arc::new);
+        let outcome = log
+            .append(job.records)
+            .instrument(span)
+            .await
+            .map_err(Arc::new);
         // The publisher may have gone away (client cancelled); the records
         // are stored either way, so there is nobody else to tell.
         let _ = job.reply.send(outcome);
@@ -68,7 +98,7 @@ async fn append_group(log: &dyn PartitionLog, group: &mut Vec<AppendJob>) {
         records.extend(job.records);
         replies.push(job.reply);
     }
-    match log.append(records).await {
+    match log.append(records).instrument(span).await {
         Ok(appended) => {
             let mut rest = appended.into_iter();
             for (reply, count) in replies.into_iter().zip(counts) {
@@ -106,6 +136,7 @@ mod tests {
                 records,
                 bytes: 1,
                 reply,
+                span: tracing::Span::none(),
             },
             rx,
         )

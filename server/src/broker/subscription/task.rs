@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::dispatch::{AttachRefusal, Dispatcher, EventRef, Output, hash64};
+use super::dispatch::{AckHandle, AttachRefusal, Dispatcher, EventRef, Output, hash64};
 use super::{
     AckSet, Attached, Command, ConsumerEvent, ConsumerStats, CursorRecord, DeliveredRecord,
     SubscriptionInfo, SubscriptionKind, SubscriptionStats,
@@ -87,6 +87,9 @@ struct Running {
     /// Dead-letter publishes report back here.
     dlq_tx: mpsc::UnboundedSender<(EventRef, bool)>,
     dlq_rx: mpsc::UnboundedReceiver<(EventRef, bool)>,
+    /// Id and type of each delivered, unfinished event, kept only while
+    /// debug logging is on, so ack and nack lines can name the event.
+    delivered: HashMap<EventRef, (String, String, u32)>,
 }
 
 impl SubscriptionTask {
@@ -118,6 +121,7 @@ impl SubscriptionTask {
             cursor_tx,
             dlq_tx,
             dlq_rx,
+            delivered: HashMap::new(),
         };
         let outcome = self.serve(&mut run).await;
         if !self.deleting.load(Ordering::Acquire) {
@@ -268,6 +272,7 @@ impl SubscriptionTask {
                                 .ack(d.consumer, [d.handle.to_string().as_str()], false);
                         continue;
                     };
+                    self.trace_delivery(run, &record, event, d.attempt);
                     batches
                         .entry(d.consumer)
                         .or_default()
@@ -365,10 +370,42 @@ impl SubscriptionTask {
         let broker = self.broker.clone();
         let done = run.dlq_tx.clone();
         let (source, subscription) = (self.info.topic.clone(), self.info.name.clone());
-        self.tasks.spawn(async move {
+        run.delivered.remove(&event);
+        let span = if crate::telemetry::exporting() {
+            let span = tracing::info_span!(
+                "herald.dead_letter",
+                otel.name = %format_args!("dead-letter {source}"),
+                messaging.system = "herald",
+                messaging.operation = "dead_letter",
+                messaging.destination.name = %source,
+                messaging.consumer.group.name = %subscription,
+                messaging.message.id = %dead.id,
+                herald.dead_letter_topic = %topic,
+                herald.delivery_attempt = attempts,
+                herald.reason = %reason,
+            );
+            crate::telemetry::set_parent(&span, &dead.attributes);
+            span
+        } else {
+            tracing::Span::none()
+        };
+        let (message_id, event_type) = (dead.id.clone(), dead.r#type.clone());
+        let publish = async move {
             let published = match broker.publish(&topic, vec![dead]).await {
                 Ok(_) => {
-                    tracing::warn!(topic = %source, subscription = %subscription, partition = event.0, offset = event.1, attempts, %reason, dead_letter_topic = %topic, "event dead-lettered");
+                    tracing::warn!(
+                        message_id = %message_id,
+                        topic = %source,
+                        subscription = %subscription,
+                        event_type = %event_type,
+                        status = "dead_lettered",
+                        attempt = attempts,
+                        partition = event.0,
+                        offset = event.1,
+                        %reason,
+                        dead_letter_topic = %topic,
+                        "event dead-lettered"
+                    );
                     true
                 }
                 Err(error) => {
@@ -377,7 +414,9 @@ impl SubscriptionTask {
                 }
             };
             let _ = done.send((event, published));
-        });
+        };
+        self.tasks
+            .spawn(tracing::Instrument::instrument(publish, span));
         Ok(())
     }
 
@@ -430,6 +469,8 @@ impl SubscriptionTask {
                 handles,
                 cumulative,
             } => {
+                let _span = self.step_span("ack", handles.len()).entered();
+                self.log_finished(run, &handles, "acked", None);
                 let outcome =
                     self.dispatcher
                         .ack(consumer, handles.iter().map(String::as_str), cumulative);
@@ -445,6 +486,10 @@ impl SubscriptionTask {
                 delay,
                 reason,
             } => {
+                let span = self.step_span("nack", handles.len());
+                span.record("herald.reason", reason.as_str());
+                let _span = span.entered();
+                self.log_finished(run, &handles, "nacked", Some(&reason));
                 let (outcome, outputs) = self.dispatcher.nack(
                     consumer,
                     handles.iter().map(String::as_str),
@@ -559,6 +604,110 @@ impl SubscriptionTask {
         run.acks_since_flush = 0;
         run.cursor_tx
             .send_replace(Some(self.dispatcher.cursors().to_vec()));
+    }
+
+    /// When traces are exported or debug logging is on: a `deliver` (or
+    /// `redeliver`) span whose parent is the producer's context from the
+    /// event's `traceparent`, and the per-event log line. Costs nothing
+    /// otherwise (the event is only decoded for these).
+    fn trace_delivery(
+        &self,
+        run: &mut Running,
+        record: &StoredRecord,
+        event: EventRef,
+        attempt: u32,
+    ) {
+        let exporting = crate::telemetry::exporting();
+        let debug = tracing::enabled!(tracing::Level::DEBUG);
+        if !exporting && !debug {
+            return;
+        }
+        let Ok(decoded) = Event::decode(record.payload.clone()) else {
+            return;
+        };
+        let operation = if attempt > 1 { "redeliver" } else { "deliver" };
+        if exporting {
+            let span = tracing::info_span!(
+                "herald.deliver",
+                otel.name = %format_args!("{operation} {}", self.info.topic),
+                otel.kind = "producer",
+                messaging.system = "herald",
+                messaging.operation = operation,
+                messaging.destination.name = %self.info.topic,
+                messaging.destination.partition.id = event.0,
+                messaging.consumer.group.name = %self.info.name,
+                messaging.message.id = %decoded.id,
+                herald.offset = event.1,
+                herald.delivery_attempt = attempt,
+            );
+            crate::telemetry::set_parent(&span, &decoded.attributes);
+            drop(span.entered());
+        }
+        if debug {
+            tracing::debug!(
+                message_id = %decoded.id,
+                topic = %self.info.topic,
+                subscription = %self.info.name,
+                event_type = %decoded.r#type,
+                status = if attempt > 1 { "redelivered" } else { "delivered" },
+                attempt,
+                partition = event.0,
+                offset = event.1,
+                "event delivered"
+            );
+            run.delivered
+                .insert(event, (decoded.id, decoded.r#type, attempt));
+        }
+    }
+
+    /// The span of one ack or nack request, when traces are exported.
+    fn step_span(&self, operation: &'static str, events: usize) -> tracing::Span {
+        if !crate::telemetry::exporting() {
+            return tracing::Span::none();
+        }
+        tracing::info_span!(
+            "herald.settle",
+            otel.name = %format_args!("{operation} {}", self.info.topic),
+            messaging.system = "herald",
+            messaging.operation = operation,
+            messaging.destination.name = %self.info.topic,
+            messaging.consumer.group.name = %self.info.name,
+            messaging.batch.message_count = events,
+            herald.reason = tracing::field::Empty,
+        )
+    }
+
+    /// The per-event debug line of an ack or nack, for events this task
+    /// delivered while debug logging was on.
+    fn log_finished(
+        &self,
+        run: &mut Running,
+        handles: &[String],
+        status: &str,
+        reason: Option<&str>,
+    ) {
+        if run.delivered.is_empty() {
+            return;
+        }
+        for handle in handles {
+            let Ok(handle) = handle.parse::<AckHandle>() else {
+                continue;
+            };
+            if let Some((id, event_type, attempt)) =
+                run.delivered.remove(&(handle.partition, handle.offset))
+            {
+                tracing::debug!(
+                    message_id = %id,
+                    topic = %self.info.topic,
+                    subscription = %self.info.name,
+                    event_type = %event_type,
+                    status,
+                    attempt,
+                    reason,
+                    "event {status}"
+                );
+            }
+        }
     }
 
     fn storage_error(&self, partition: u32, source: StorageError) -> BrokerError {

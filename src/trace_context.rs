@@ -1,8 +1,10 @@
-//! W3C trace context across the broker: the producer writes the current
-//! OpenTelemetry context into the event's `traceparent`/`tracestate`
-//! attributes (the CloudEvents distributed-tracing extension), and the
-//! consumer runs each handler in a span whose parent is that context, so a
-//! trace goes from the publishing request to the processing of the event.
+//! W3C trace context in event attributes, shared by the client and the
+//! broker: producers write the current OpenTelemetry context into an
+//! event's `traceparent`/`tracestate` attributes (the CloudEvents
+//! distributed-tracing extension, carried unchanged across hops), and the
+//! broker's publish and delivery spans and the consumers' processing spans
+//! take it as their parent, so one trace goes from the publishing request
+//! to the processing of the event.
 //!
 //! The format is always W3C Trace Context, whatever global propagator the
 //! application set: the attribute names are fixed by the CloudEvents
@@ -19,7 +21,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// empty) attribute pairs; empty when there is no sampled-or-not valid span
 /// context. The current `tracing` span wins when it is exported through
 /// `tracing-opentelemetry`; otherwise the current OpenTelemetry context.
-pub(crate) fn current_trace_context() -> Vec<(&'static str, String)> {
+pub fn current_trace_context() -> Vec<(&'static str, String)> {
     let mut context = tracing::Span::current().context();
     if !context.span().span_context().is_valid() {
         context = opentelemetry::Context::current();
@@ -27,14 +29,20 @@ pub(crate) fn current_trace_context() -> Vec<(&'static str, String)> {
             return Vec::new();
         }
     }
+    inject(&context)
+}
+
+/// `context` as `traceparent` (and `tracestate`) attribute pairs; empty
+/// when it holds no valid span context.
+pub fn inject(context: &opentelemetry::Context) -> Vec<(&'static str, String)> {
     let mut carrier = Carrier::default();
-    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    TraceContextPropagator::new().inject_context(context, &mut carrier);
     carrier.0
 }
 
 /// The OpenTelemetry context the event's `traceparent`/`tracestate`
 /// describe (an empty context when they are missing or malformed).
-pub(crate) fn extract(attributes: &HashMap<String, String>) -> opentelemetry::Context {
+pub fn extract(attributes: &HashMap<String, String>) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(&Attributes(attributes))
 }
 

@@ -1,0 +1,192 @@
+//! Logs and traces of the `herald` process: `tracing-subscriber` writes
+//! logs (human or JSON), and when an OTLP endpoint is configured an
+//! OpenTelemetry layer exports the same spans — every RPC and every broker
+//! step — to any collector. Broker code only creates `tracing` spans; it
+//! asks [`exporting`] before paying for anything only a trace needs
+//! (decoding an event's `traceparent`, a span per delivery).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Set once spans are exported; read on hot paths.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans leave the process (an OTLP endpoint is configured), so
+/// work done only for traces is worth doing.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line, fields flattened.
+    Json,
+}
+
+/// Logging and tracing settings.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    /// `RUST_LOG` syntax; `RUST_LOG` itself wins when set.
+    pub log_level: String,
+    /// OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`; `None`: no export.
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of new traces sampled (0.0–1.0); a sampled parent (the
+    /// producer's `traceparent`) is always followed.
+    pub sample_ratio: f64,
+}
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("trace sample ratio {0} is not between 0 and 1")]
+    SampleRatio(f64),
+    #[error("cannot set up the OTLP exporter for {endpoint}: {source}")]
+    Exporter {
+        endpoint: String,
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    #[error("a logger is already installed: {0}")]
+    AlreadyInstalled(String),
+}
+
+/// The installed exporter; [`Telemetry::shutdown`] flushes the last spans.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes and stops the exporter (blocking; call from a blocking
+    /// context while the runtime is still alive).
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            EXPORTING.store(false, Ordering::Relaxed);
+            if let Err(error) = provider.shutdown() {
+                eprintln!("herald: flushing traces failed: {error}");
+            }
+        }
+    }
+}
+
+/// Crates whose own spans would trace the exporter's traffic (and every
+/// HTTP/2 frame): never exported.
+const QUIET_TARGETS: [&str; 7] = [
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tonic",
+    "tower",
+    "opentelemetry",
+    "opentelemetry_sdk",
+];
+
+/// Installs the global subscriber: logs always, OTLP export when an
+/// endpoint is set. Must run inside the tokio runtime (the exporter's
+/// channel lives on it).
+pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+    if !(0.0..=1.0).contains(&config.sample_ratio) {
+        return Err(TelemetryError::SampleRatio(config.sample_ratio));
+    }
+    let env_filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match config.log_format {
+        LogFormat::Human => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+    }
+    .with_filter(env_filter);
+
+    let (provider, otel) = match &config.otlp_endpoint {
+        None => (None, None),
+        Some(endpoint) => {
+            let provider = tracer_provider(endpoint, config.sample_ratio)?;
+            let targets = QUIET_TARGETS.iter().fold(
+                Targets::new().with_default(LevelFilter::INFO),
+                |t, target| t.with_target(*target, LevelFilter::OFF),
+            );
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("herald"))
+                .with_filter(targets);
+            (Some(provider), Some(layer))
+        }
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(otel)
+        .try_init()
+        .map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
+    if provider.is_some() {
+        EXPORTING.store(true, Ordering::Relaxed);
+    }
+    Ok(Telemetry { provider })
+}
+
+/// An OTLP/gRPC batch exporter with Herald's resource attributes; the
+/// standard `OTEL_*` variables (service name, resource attributes,
+/// headers, timeouts, batch delays) apply on top.
+fn tracer_provider(endpoint: &str, ratio: f64) -> Result<SdkTracerProvider, TelemetryError> {
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|source| TelemetryError::Exporter {
+            endpoint: endpoint.to_owned(),
+            source,
+        })?;
+    let mut resource = Resource::builder().with_attributes([
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("service.instance.id", uuid::Uuid::now_v7().to_string()),
+    ]);
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("herald");
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            ratio,
+        ))))
+        .with_resource(resource.build())
+        .build())
+}
+
+/// Makes the context in `attributes` (`traceparent`/`tracestate`) the
+/// parent of `span`; nothing when they are missing or malformed.
+pub fn set_parent(span: &tracing::Span, attributes: &std::collections::HashMap<String, String>) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = herald::trace_context::extract(attributes);
+    if context.span().span_context().is_valid() {
+        let _ = span.set_parent(context);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_ratio_outside_zero_to_one_is_refused() {
+        let config = TelemetryConfig {
+            log_format: LogFormat::Human,
+            log_level: "info".into(),
+            otlp_endpoint: None,
+            sample_ratio: 1.5,
+        };
+        let error = init(&config).err().expect("refused");
+        assert!(error.to_string().contains("1.5"), "{error}");
+    }
+}
