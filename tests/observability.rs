@@ -443,3 +443,94 @@ async fn json_logs_carry_the_event_fields_and_never_the_payload() {
     assert_eq!(dead[0]["status"], "dead_lettered");
     assert_eq!(dead[0]["attempt"], 2);
 }
+
+/// An SDK in another language continues the trace the broker exported:
+/// the Rust agent publishes inside its own span, the broker's publish and
+/// delivery spans reach the collector in that trace, and the consumer
+/// agent (Python, else Go, else TypeScript, else Rust) reports its
+/// processing span in the same trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_consumer_continues_the_trace_the_broker_exported() {
+    use common::agent::{Agent, languages};
+    let langs = languages();
+    let consumer = ["python", "go", "typescript", "rust"]
+        .into_iter()
+        .find(|l| langs.iter().any(|x| x == l))
+        .unwrap_or("rust");
+    let receiver = Receiver::default();
+    let collector = receiver.clone().start().await;
+    let (server, _dir) = Herald::start_with_env(
+        &["--otlp-endpoint", &collector],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    let endpoint = server.endpoint();
+    let produced = tokio::task::spawn_blocking({
+        let endpoint = endpoint.clone();
+        move || {
+            Agent::run(
+                "rust",
+                &[
+                    "produce",
+                    "--endpoint",
+                    &endpoint,
+                    "--topic",
+                    "traced.interop",
+                    "--run-id",
+                    "t",
+                    "--count",
+                    "1",
+                ],
+                Duration::from_secs(60),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let trace_id = produced[0]["trace_id"].as_str().unwrap().to_owned();
+    let consumed = tokio::task::spawn_blocking(move || {
+        Agent::run(
+            consumer,
+            &[
+                "consume",
+                "--endpoint",
+                &endpoint,
+                "--topic",
+                "traced.interop",
+                "--subscription",
+                "s",
+                "--type",
+                "exclusive",
+                "--count",
+                "1",
+                "--timeout-s",
+                "30",
+            ],
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .unwrap();
+    let line = consumed
+        .iter()
+        .find(|l| l.get("event").is_some())
+        .expect("one event");
+    assert_eq!(
+        line["trace_id"],
+        trace_id.as_str(),
+        "the {consumer} consumer's span is in the producer's trace"
+    );
+    receiver
+        .wait_for(
+            "the broker's publish and deliver spans in the producer's trace",
+            |spans| {
+                ["publish traced.interop", "deliver traced.interop"]
+                    .iter()
+                    .all(|name| {
+                        spans.iter().any(|s| {
+                            s.service == "herald" && s.name == *name && s.trace_id == trace_id
+                        })
+                    })
+            },
+        )
+        .await;
+}

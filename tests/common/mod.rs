@@ -2,6 +2,7 @@
 //! on a free port with a temp data dir, and stops it gently or with kill -9.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod consumer;
 
 use std::io::{BufRead, BufReader};
