@@ -231,6 +231,26 @@ impl BoundServer {
 /// and attributed per the OpenTelemetry RPC conventions. A `traceparent`
 /// header from an instrumented client becomes its parent.
 fn rpc_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    if !crate::telemetry::exporting() {
+        return tracing::Span::none();
+    }
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let mut carrier = std::collections::HashMap::new();
+    if let Some(traceparent) = header("traceparent") {
+        carrier.insert("traceparent".to_owned(), traceparent);
+        if let Some(state) = header("tracestate") {
+            carrier.insert("tracestate".to_owned(), state);
+        }
+    }
+    if !crate::telemetry::sample_event(&carrier) {
+        return tracing::Span::none();
+    }
     let path = request.uri().path();
     let (service, method) = path
         .trim_start_matches('/')
@@ -244,22 +264,6 @@ fn rpc_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
         rpc.service = %service,
         rpc.method = %method,
     );
-    if crate::telemetry::exporting()
-        && let Some(traceparent) = request
-            .headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-    {
-        let mut carrier = std::collections::HashMap::new();
-        carrier.insert("traceparent".to_owned(), traceparent.to_owned());
-        if let Some(state) = request
-            .headers()
-            .get("tracestate")
-            .and_then(|v| v.to_str().ok())
-        {
-            carrier.insert("tracestate".to_owned(), state.to_owned());
-        }
-        crate::telemetry::set_parent(&span, &carrier);
-    }
+    crate::telemetry::set_parent(&span, &carrier);
     span
 }

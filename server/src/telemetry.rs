@@ -5,7 +5,7 @@
 //! asks [`exporting`] before paying for anything only a trace needs
 //! (decoding an event's `traceparent`, a span per delivery).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider;
@@ -20,10 +20,53 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// Set once spans are exported; read on hot paths.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
+/// New traces are started for 1 in this many roots (0: none).
+static SAMPLE_EVERY: AtomicU64 = AtomicU64::new(1);
+
+/// Roots seen, for the 1-in-N decision.
+static ROOTS: AtomicU64 = AtomicU64::new(0);
+
 /// Whether spans leave the process (an OTLP endpoint is configured), so
 /// work done only for traces is worth doing.
 pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Whether to trace a step with no incoming trace context (a new trace):
+/// exporting, and this root is one of the sampled 1 in N. Deciding here,
+/// before any span exists, makes unsampled work cost nothing but this
+/// check (tracing-opentelemetry would build every span and sample it at
+/// the end).
+pub fn sample_root() -> bool {
+    if !exporting() {
+        return false;
+    }
+    match SAMPLE_EVERY.load(Ordering::Relaxed) {
+        0 => false,
+        1 => true,
+        every => ROOTS.fetch_add(1, Ordering::Relaxed) % every == 0,
+    }
+}
+
+/// Whether to trace a step about an event with these attributes: follow
+/// the producer's sampling decision from its `traceparent`, or decide as
+/// for a root when there is none.
+pub fn sample_event(attributes: &std::collections::HashMap<String, String>) -> bool {
+    use opentelemetry::trace::TraceContextExt;
+    if !exporting() {
+        return false;
+    }
+    if !attributes.contains_key("traceparent") {
+        return sample_root();
+    }
+    let context = herald::trace_context::extract(attributes);
+    let span = context.span();
+    let parent = span.span_context();
+    if parent.is_valid() {
+        parent.is_sampled()
+    } else {
+        sample_root()
+    }
 }
 
 /// How log lines are written.
@@ -43,8 +86,9 @@ pub struct TelemetryConfig {
     pub log_level: String,
     /// OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`; `None`: no export.
     pub otlp_endpoint: Option<String>,
-    /// Fraction of new traces sampled (0.0–1.0); a sampled parent (the
-    /// producer's `traceparent`) is always followed.
+    /// Fraction of new traces sampled (0.0–1.0; taken as 1 in
+    /// round(1/ratio) roots); the producer's decision in its
+    /// `traceparent` is always followed.
     pub sample_ratio: f64,
 }
 
@@ -112,7 +156,7 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     let (provider, otel) = match &config.otlp_endpoint {
         None => (None, None),
         Some(endpoint) => {
-            let provider = tracer_provider(endpoint, config.sample_ratio)?;
+            let provider = tracer_provider(endpoint)?;
             let targets = QUIET_TARGETS.iter().fold(
                 Targets::new().with_default(LevelFilter::INFO),
                 |t, target| t.with_target(*target, LevelFilter::OFF),
@@ -129,6 +173,12 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .try_init()
         .map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
     if provider.is_some() {
+        let every = if config.sample_ratio <= 0.0 {
+            0
+        } else {
+            (1.0 / config.sample_ratio).round().max(1.0) as u64
+        };
+        SAMPLE_EVERY.store(every, Ordering::Relaxed);
         EXPORTING.store(true, Ordering::Relaxed);
     }
     Ok(Telemetry { provider })
@@ -136,8 +186,10 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
 
 /// An OTLP/gRPC batch exporter with Herald's resource attributes; the
 /// standard `OTEL_*` variables (service name, resource attributes,
-/// headers, timeouts, batch delays) apply on top.
-fn tracer_provider(endpoint: &str, ratio: f64) -> Result<SdkTracerProvider, TelemetryError> {
+/// headers, timeouts, batch delays) apply on top. Roots are sampled by
+/// [`sample_root`] before their spans exist, so the SDK keeps every root
+/// it is given and follows the parent's decision otherwise.
+fn tracer_provider(endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> {
     use opentelemetry_otlp::WithExportConfig;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
@@ -156,9 +208,7 @@ fn tracer_provider(endpoint: &str, ratio: f64) -> Result<SdkTracerProvider, Tele
     }
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            ratio,
-        ))))
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(resource.build())
         .build())
 }
@@ -177,6 +227,27 @@ pub fn set_parent(span: &tracing::Span, attributes: &std::collections::HashMap<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_follow_the_producers_sampling_decision() {
+        EXPORTING.store(true, Ordering::Relaxed);
+        SAMPLE_EVERY.store(0, Ordering::Relaxed);
+        let with = |flags: &str| {
+            std::collections::HashMap::from([(
+                "traceparent".to_owned(),
+                format!("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-{flags}"),
+            )])
+        };
+        assert!(sample_event(&with("01")), "sampled parent");
+        assert!(!sample_event(&with("00")), "unsampled parent");
+        assert!(!sample_event(&Default::default()), "root with ratio 0");
+        SAMPLE_EVERY.store(4, Ordering::Relaxed);
+        let sampled = (0..400).filter(|_| sample_root()).count();
+        assert_eq!(sampled, 100);
+        SAMPLE_EVERY.store(1, Ordering::Relaxed);
+        EXPORTING.store(false, Ordering::Relaxed);
+        assert!(!sample_root(), "nothing without export");
+    }
 
     #[test]
     fn a_sample_ratio_outside_zero_to_one_is_refused() {

@@ -159,7 +159,15 @@ const MAX_PUBLISH_LINKS: usize = 64;
 fn publish_span(topic: &str, events: &[Event]) -> tracing::Span {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    if !crate::telemetry::exporting() {
+    let decides = events
+        .iter()
+        .find(|e| e.attributes.contains_key("traceparent"))
+        .map(|e| &e.attributes);
+    let sampled = match decides {
+        Some(attributes) => crate::telemetry::sample_event(attributes),
+        None => crate::telemetry::sample_root(),
+    };
+    if !sampled {
         return tracing::Span::none();
     }
     let span = tracing::info_span!(

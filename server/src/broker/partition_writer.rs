@@ -58,7 +58,8 @@ pub async fn run(
 /// The span of one storage append (write and fsync), which may carry
 /// several publishes: it follows from each of their spans.
 fn persist_span(group: &[AppendJob]) -> tracing::Span {
-    if !crate::telemetry::exporting() {
+    // Traced when a publish it carries is (sampled and exported).
+    if group.iter().all(|job| job.span.is_none()) {
         return tracing::Span::none();
     }
     let events: usize = group.iter().map(|job| job.records.len()).sum();

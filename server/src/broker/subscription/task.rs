@@ -371,7 +371,7 @@ impl SubscriptionTask {
         let done = run.dlq_tx.clone();
         let (source, subscription) = (self.info.topic.clone(), self.info.name.clone());
         run.delivered.remove(&event);
-        let span = if crate::telemetry::exporting() {
+        let span = if crate::telemetry::sample_event(&dead.attributes) {
             let span = tracing::info_span!(
                 "herald.dead_letter",
                 otel.name = %format_args!("dead-letter {source}"),
@@ -626,7 +626,7 @@ impl SubscriptionTask {
             return;
         };
         let operation = if attempt > 1 { "redeliver" } else { "deliver" };
-        if exporting {
+        if crate::telemetry::sample_event(&decoded.attributes) {
             let span = tracing::info_span!(
                 "herald.deliver",
                 otel.name = %format_args!("{operation} {}", self.info.topic),
@@ -662,7 +662,7 @@ impl SubscriptionTask {
 
     /// The span of one ack or nack request, when traces are exported.
     fn step_span(&self, operation: &'static str, events: usize) -> tracing::Span {
-        if !crate::telemetry::exporting() {
+        if !crate::telemetry::sample_root() {
             return tracing::Span::none();
         }
         tracing::info_span!(
