@@ -1,5 +1,5 @@
-//! The `herald` binary: `herald serve` runs the broker; `herald bench`
-//! measures it.
+//! The `herald` binary: `herald serve` runs the broker; `herald stats`
+//! shows a running one's topics and subscriptions; `herald bench` measures it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use herald_server::broker::Fsync;
-use herald_server::config::{Overrides, ServerConfig};
+use herald_server::config::{MetricsListen, Overrides, ServerConfig};
 use herald_server::server::BoundServer;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -45,6 +45,8 @@ enum LogFormat {
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    /// Show a running server's topics and subscriptions (rates, backlog, lag).
+    Stats(herald_server::stats::StatsArgs),
     /// Measure storage, publishing, subscriptions and startup.
     #[command(subcommand)]
     Bench(herald_server::bench::cli::BenchCommand),
@@ -82,6 +84,9 @@ struct ServeArgs {
     /// Fsync policy of topics created without explicit settings: batch, interval or none [default: batch]
     #[arg(long, env = "HERALD_DEFAULT_FSYNC")]
     default_fsync: Option<Fsync>,
+    /// Prometheus /metrics address, or "off" [default: 127.0.0.1:9464]
+    #[arg(long, env = "HERALD_METRICS_LISTEN")]
+    metrics_listen: Option<MetricsListen>,
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -125,6 +130,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drain_delay: args.drain_delay,
         default_partitions: args.default_partitions,
         default_fsync: args.default_fsync,
+        metrics_listen: args.metrics_listen,
     };
     let config = ServerConfig::load(args.config.as_deref(), &overrides)?;
     let started = std::time::Instant::now();
@@ -155,6 +161,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Stats(args) => herald_server::stats::run(args).await.map_err(Into::into),
             Command::Bench(command) => herald_server::bench::cli::run(command).await,
         }
     });
