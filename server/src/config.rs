@@ -63,7 +63,9 @@ impl std::str::FromStr for MetricsListen {
                 addr,
                 required: true,
             })
-            .map_err(|e| format!("{text:?} is neither \"off\" nor an address such as 127.0.0.1:9464 ({e})"))
+            .map_err(|e| {
+                format!("{text:?} is neither \"off\" nor an address such as 127.0.0.1:9464 ({e})")
+            })
     }
 }
 
@@ -437,7 +439,10 @@ mod tests {
             metrics_listen: Some("OFF".parse().unwrap()),
             ..Default::default()
         };
-        assert_eq!(ServerConfig::resolve(file(), &off).unwrap().metrics, MetricsListen::Off);
+        assert_eq!(
+            ServerConfig::resolve(file(), &off).unwrap().metrics,
+            MetricsListen::Off
+        );
         let off_in_file: FileConfig = toml::from_str("metrics_listen = \"off\"").unwrap();
         let c = ServerConfig::resolve(off_in_file, &Overrides::default()).unwrap();
         assert_eq!(c.metrics, MetricsListen::Off);

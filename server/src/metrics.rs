@@ -72,8 +72,8 @@ pub const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Latency buckets, seconds: 50 µs (an fsync on fast NVMe) to 10 s.
 const LATENCY_BUCKETS: [f64; 16] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 10.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 10.0,
 ];
 
 /// Why metrics could not be served.
@@ -137,7 +137,10 @@ fn describe() {
         "Bytes stored for the topic, all partitions"
     );
     describe_gauge!(TOPIC_STORAGE_SEGMENTS, "Segment files of the topic");
-    describe_gauge!(TOPIC_STORED_EVENTS, "Events stored (not yet deleted by retention)");
+    describe_gauge!(
+        TOPIC_STORED_EVENTS,
+        "Events stored (not yet deleted by retention)"
+    );
     describe_gauge!(SUB_BACKLOG_EVENTS, "Events not yet acked, delivered or not");
     describe_gauge!(
         SUB_BACKLOG_BYTES,
@@ -155,9 +158,15 @@ fn describe() {
     describe_counter!(SUB_ACKED, "Events acknowledged");
     describe_counter!(SUB_NACKED, "Nacks received");
     describe_counter!(SUB_REDELIVERED, "Deliveries with attempt above 1");
-    describe_counter!(SUB_DEAD_LETTERED, "Events published to the dead-letter topic");
+    describe_counter!(
+        SUB_DEAD_LETTERED,
+        "Events published to the dead-letter topic"
+    );
     describe_gauge!(CONNECTIONS_OPEN, "Open gRPC (TCP) connections");
-    describe_gauge!(STREAMS_OPEN, "Open gRPC streams by kind: publish, subscribe, read");
+    describe_gauge!(
+        STREAMS_OPEN,
+        "Open gRPC streams by kind: publish, subscribe, read"
+    );
 }
 
 /// The bound `/metrics` listener, ready to [`serve`](Self::serve).
@@ -243,7 +252,8 @@ pub async fn collect(broker: &Broker, open: &OpenCounts) {
         gauge!(TOPIC_STORAGE_BYTES, &labels).set(parts.iter().map(|p| p.bytes).sum::<u64>() as f64);
         gauge!(TOPIC_STORAGE_SEGMENTS, &labels)
             .set(parts.iter().map(|p| p.segments as u64).sum::<u64>() as f64);
-        gauge!(TOPIC_STORED_EVENTS, &labels).set(parts.iter().map(|p| p.records()).sum::<u64>() as f64);
+        gauge!(TOPIC_STORED_EVENTS, &labels)
+            .set(parts.iter().map(|p| p.records()).sum::<u64>() as f64);
         let Ok(subscriptions) = broker.list_subscriptions(&name) else {
             continue;
         };
@@ -251,10 +261,7 @@ pub async fn collect(broker: &Broker, open: &OpenCounts) {
             let Ok(s) = broker.subscription_stats(&name, &subscription.name).await else {
                 continue;
             };
-            let labels = [
-                ("topic", name.clone()),
-                ("subscription", subscription.name),
-            ];
+            let labels = [("topic", name.clone()), ("subscription", subscription.name)];
             gauge!(SUB_BACKLOG_EVENTS, &labels).set(s.backlog as f64);
             gauge!(SUB_BACKLOG_BYTES, &labels).set(s.backlog_bytes as f64);
             gauge!(SUB_UNACKED, &labels).set(s.unacked as f64);

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use herald::v1::admin_client::AdminClient;
 use herald::v1::{
-    GetSubscriptionStatsRequest, GetTopicStatsRequest, ListSubscriptionsRequest,
-    ListTopicsRequest, SubscriptionType,
+    GetSubscriptionStatsRequest, GetTopicStatsRequest, ListSubscriptionsRequest, ListTopicsRequest,
+    SubscriptionType,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -20,7 +20,11 @@ use tonic::transport::{Channel, Endpoint};
 #[derive(Debug, Clone, clap::Args)]
 pub struct StatsArgs {
     /// The server's gRPC endpoint.
-    #[arg(long, env = "HERALD_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "HERALD_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub endpoint: String,
     /// Time between the two samples a publish rate needs, e.g. "1s".
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
@@ -221,7 +225,10 @@ pub fn render(previous: &Sample, current: &Sample) -> String {
             // A topic new since the last sample has no rate yet.
             let rate = match before {
                 Some(p) if seconds > 0.0 => {
-                    format!("{:.1}", t.published.saturating_sub(p.published) as f64 / seconds)
+                    format!(
+                        "{:.1}",
+                        t.published.saturating_sub(p.published) as f64 / seconds
+                    )
                 }
                 _ => "-".to_owned(),
             };
@@ -387,10 +394,18 @@ mod tests {
             .lines()
             .map(|l| l.split_whitespace().collect())
             .collect();
-        assert!(rows.contains(&vec!["orders", "2", "150", "2.0", "KiB", "25.0"]), "{text}");
-        assert!(rows.contains(&vec!["fresh", "2", "7", "2.0", "KiB", "-"]), "{text}");
         assert!(
-            rows.contains(&vec!["orders", "billing", "shared", "1", "40", "3", "2.5s", "5", "2"]),
+            rows.contains(&vec!["orders", "2", "150", "2.0", "KiB", "25.0"]),
+            "{text}"
+        );
+        assert!(
+            rows.contains(&vec!["fresh", "2", "7", "2.0", "KiB", "-"]),
+            "{text}"
+        );
+        assert!(
+            rows.contains(&vec![
+                "orders", "billing", "shared", "1", "40", "3", "2.5s", "5", "2"
+            ]),
             "{text}"
         );
     }

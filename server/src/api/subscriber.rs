@@ -14,8 +14,8 @@ use super::ApiContext;
 use super::convert::{delivered_event, position};
 use super::status::{to_status, undecodable_event};
 use crate::broker::reader::{ReadOptions, Reader};
-use crate::metrics::connections::StreamKind;
 use crate::broker::{BrokerError, Position};
+use crate::metrics::connections::StreamKind;
 use crate::storage::StoredRecord;
 
 /// Responses of one Read stream buffered ahead of the client; when full, the
