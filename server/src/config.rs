@@ -27,6 +27,46 @@ pub struct ServerConfig {
     pub drain_delay: Duration,
     /// Broker behaviour.
     pub broker: BrokerConfig,
+    /// Where Prometheus scrapes `/metrics`. Off in `Default` (in-process
+    /// servers: tests, embedding); `herald serve` resolves to
+    /// [`DEFAULT_METRICS_LISTEN`] unless told otherwise.
+    pub metrics: MetricsListen,
+}
+
+/// The address `herald serve` serves `/metrics` on when nothing is configured
+/// (the port OpenTelemetry's Prometheus exporter uses by convention).
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+
+/// Whether and where `/metrics` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// No endpoint, no recorder: metric calls in the broker are no-ops.
+    Off,
+    /// Serve on this address. `required` is false for the built-in default:
+    /// a second Herald on the same machine (or any other exporter on 9464)
+    /// then only costs a warning, while an address the operator chose that
+    /// cannot be bound stops the server at start, like `--listen`.
+    On { addr: SocketAddr, required: bool },
+}
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+
+    /// `off` or a socket address.
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(MetricsListen::Off);
+        }
+        text.parse()
+            .map(|addr| MetricsListen::On {
+                addr,
+                required: true,
+            })
+            .map_err(|e| {
+                format!("{text:?} is neither \"off\" nor an address such as 127.0.0.1:9464 ({e})")
+            })
+    }
 }
 
 impl Default for ServerConfig {
@@ -38,6 +78,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             drain_delay: Duration::ZERO,
             broker: BrokerConfig::default(),
+            metrics: MetricsListen::Off,
         }
     }
 }
@@ -52,6 +93,7 @@ impl Default for ServerConfig {
 /// shutdown_timeout = "10s"
 /// drain_delay = "0s"
 /// retention_check_interval = "1m"
+/// metrics_listen = "127.0.0.1:9464"   # or "off"
 ///
 /// [topic_defaults]
 /// partitions = 1
@@ -79,6 +121,8 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<String>,
     pub drain_delay: Option<String>,
     pub retention_check_interval: Option<String>,
+    /// `/metrics` address, or "off".
+    pub metrics_listen: Option<String>,
     #[serde(default)]
     pub topic_defaults: TopicDefaults,
     #[serde(default)]
@@ -124,6 +168,7 @@ pub struct Overrides {
     pub drain_delay: Option<Duration>,
     pub default_partitions: Option<u32>,
     pub default_fsync: Option<Fsync>,
+    pub metrics_listen: Option<MetricsListen>,
 }
 
 /// A configuration problem, naming the setting and what is accepted.
@@ -241,6 +286,19 @@ impl ServerConfig {
         if let Some(v) = &file.retention_check_interval {
             c.broker.retention_check_interval = duration("retention_check_interval", v)?;
         }
+        c.metrics = MetricsListen::On {
+            addr: DEFAULT_METRICS_LISTEN,
+            required: false,
+        };
+        if let Some(v) = &file.metrics_listen {
+            c.metrics = v.parse().map_err(|reason| ConfigError::Invalid {
+                setting: "metrics_listen",
+                reason,
+            })?;
+        }
+        if let Some(v) = o.metrics_listen {
+            c.metrics = v;
+        }
         // A server with a small request limit should still start with the
         // default event limit: clamp it unless the file set it explicitly.
         if d.max_event_bytes.is_none() {
@@ -355,6 +413,44 @@ mod tests {
         let zero: FileConfig =
             toml::from_str("[subscriptions]\nmax_unacked_per_consumer = 0").unwrap();
         assert!(ServerConfig::resolve(zero, &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn metrics_listen_defaults_to_9464_and_yields_to_file_env_and_flag() {
+        let c = ServerConfig::resolve(FileConfig::default(), &Overrides::default()).unwrap();
+        assert_eq!(
+            c.metrics,
+            MetricsListen::On {
+                addr: DEFAULT_METRICS_LISTEN,
+                required: false
+            }
+        );
+        let file = || toml::from_str::<FileConfig>("metrics_listen = \"0.0.0.0:9100\"").unwrap();
+        let c = ServerConfig::resolve(file(), &Overrides::default()).unwrap();
+        assert_eq!(
+            c.metrics,
+            MetricsListen::On {
+                addr: "0.0.0.0:9100".parse().unwrap(),
+                required: true
+            }
+        );
+        // The flag (or HERALD_METRICS_LISTEN, which clap folds into it) wins.
+        let off = Overrides {
+            metrics_listen: Some("OFF".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ServerConfig::resolve(file(), &off).unwrap().metrics,
+            MetricsListen::Off
+        );
+        let off_in_file: FileConfig = toml::from_str("metrics_listen = \"off\"").unwrap();
+        let c = ServerConfig::resolve(off_in_file, &Overrides::default()).unwrap();
+        assert_eq!(c.metrics, MetricsListen::Off);
+        let bad: FileConfig = toml::from_str("metrics_listen = \"9464\"").unwrap();
+        let error = ServerConfig::resolve(bad, &Overrides::default()).unwrap_err();
+        assert!(error.to_string().contains("metrics_listen"), "{error}");
+        // In-process servers serve no metrics unless asked.
+        assert_eq!(ServerConfig::default().metrics, MetricsListen::Off);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The `herald` binary: `herald serve` runs the broker; `herald bench`
-//! measures it.
+//! The `herald` binary: `herald serve` runs the broker; `herald stats`
+//! shows a running one's topics and subscriptions; `herald bench` measures it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use herald_server::broker::Fsync;
-use herald_server::config::{Overrides, ServerConfig};
+use herald_server::config::{MetricsListen, Overrides, ServerConfig};
 use herald_server::server::BoundServer;
 use herald_server::telemetry::{LogFormat, Telemetry, TelemetryConfig};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +39,8 @@ struct Cli {
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    /// Show a running server's topics and subscriptions (rates, backlog, lag).
+    Stats(herald_server::stats::StatsArgs),
     /// Measure storage, publishing, subscriptions and startup.
     #[command(subcommand)]
     Bench(herald_server::bench::cli::BenchCommand),
@@ -82,6 +84,9 @@ struct ServeArgs {
     /// Fraction of new traces sampled, 0.0 to 1.0; traces a producer sampled are always followed
     #[arg(long, env = "HERALD_TRACE_SAMPLE_RATIO", default_value_t = 1.0)]
     trace_sample_ratio: f64,
+    /// Prometheus /metrics address, or "off" [default: 127.0.0.1:9464]
+    #[arg(long, env = "HERALD_METRICS_LISTEN")]
+    metrics_listen: Option<MetricsListen>,
 }
 
 /// Cancels the token on Ctrl-C or SIGTERM.
@@ -114,6 +119,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drain_delay: args.drain_delay,
         default_partitions: args.default_partitions,
         default_fsync: args.default_fsync,
+        metrics_listen: args.metrics_listen,
     };
     let config = ServerConfig::load(args.config.as_deref(), &overrides)?;
     let started = std::time::Instant::now();
@@ -157,6 +163,7 @@ fn main() -> ExitCode {
         let telemetry = herald_server::telemetry::init(&telemetry_config)?;
         let result = match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Stats(args) => herald_server::stats::run(args).await.map_err(Into::into),
             Command::Bench(command) => herald_server::bench::cli::run(command).await,
         };
         flush(telemetry).await;

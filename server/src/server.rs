@@ -25,6 +25,9 @@ use crate::api::publisher::PublisherService;
 use crate::api::subscriber::SubscriberService;
 use crate::broker::{Broker, BrokerError};
 use crate::config::ServerConfig;
+use crate::metrics::MetricsEndpoint;
+use crate::metrics::MetricsError;
+use crate::metrics::connections::OpenCounts;
 use crate::storage::file::FileStorage;
 use crate::storage::memory::MemoryStorage;
 use crate::storage::{Storage, StorageError};
@@ -55,6 +58,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("gRPC transport failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -66,11 +71,15 @@ pub struct BoundServer {
     listener: TcpListener,
     local_addr: SocketAddr,
     broker_shutdown: CancellationToken,
+    /// The bound `/metrics` listener, when metrics are on.
+    metrics: Option<MetricsEndpoint>,
 }
 
 impl BoundServer {
     /// Opens storage (recovering it), opens the broker and binds the port.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        // First: the broker registers its metric handles as topics open.
+        let metrics = MetricsEndpoint::bind(config.metrics).await?;
         let storage: Arc<dyn Storage> = if config.in_memory {
             Arc::new(MemoryStorage::new())
         } else {
@@ -100,12 +109,18 @@ impl BoundServer {
             listener,
             local_addr,
             broker_shutdown,
+            metrics,
         })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address `/metrics` is served on, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsEndpoint::local_addr)
     }
 
     /// The broker, for in-process use beside the gRPC server.
@@ -121,6 +136,7 @@ impl BoundServer {
             listener,
             local_addr,
             broker_shutdown,
+            metrics,
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in std::iter::once("").chain(SERVICE_NAMES) {
@@ -141,11 +157,20 @@ impl BoundServer {
             .expect("embedded descriptor sets are valid");
 
         let api_shutdown = CancellationToken::new();
+        let open = OpenCounts::default();
         let ctx = ApiContext {
             broker: broker.clone(),
             tasks: TaskTracker::new(),
             shutdown: api_shutdown.clone(),
+            open: open.clone(),
         };
+        // Serves through the drain, so the last scrapes see it; stopped
+        // once the API has finished.
+        let metrics_shutdown = CancellationToken::new();
+        let metrics_task = metrics.map(|endpoint| {
+            tracing::info!(addr = %endpoint.local_addr(), "metrics on http://{}/metrics", endpoint.local_addr());
+            tokio::spawn(endpoint.serve(broker.clone(), open.clone(), metrics_shutdown.clone()))
+        });
         let max = config.broker.max_request_bytes;
         let publisher = PublisherServer::new(PublisherService::new(ctx.clone()))
             .max_decoding_message_size(max)
@@ -175,11 +200,11 @@ impl BoundServer {
         // `tcp_nodelay` on the builder does not apply to an incoming stream
         // we hand over, so set it per accepted socket: small deliveries and
         // answers must not wait for Nagle's algorithm.
-        let incoming = TcpListenerStream::new(listener).map(|socket| {
+        let incoming = TcpListenerStream::new(listener).map(move |socket| {
             if let Ok(socket) = &socket {
                 let _ = socket.set_nodelay(true);
             }
-            socket
+            socket.map(|socket| open.connection(socket))
         });
         let serve =
             router.serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
@@ -189,6 +214,7 @@ impl BoundServer {
         tokio::select! {
             result = &mut serve => {
                 // The transport ended by itself: report it, but still drain.
+                stop_metrics(metrics_shutdown, metrics_task).await;
                 broker.shutdown().await;
                 return match result {
                     Ok(result) => result.map_err(ServerError::from),
@@ -220,6 +246,7 @@ impl BoundServer {
         }
         ctx.tasks.close();
         let _ = tokio::time::timeout(config.shutdown_timeout, ctx.tasks.wait()).await;
+        stop_metrics(metrics_shutdown, metrics_task).await;
         broker.shutdown().await;
         broker_shutdown.cancel();
         tracing::info!("shutdown complete");
@@ -266,4 +293,15 @@ fn rpc_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
     );
     crate::telemetry::set_parent(&span, &carrier);
     span
+}
+
+/// Stops the metrics endpoint and waits for it (an open scrape finishes).
+async fn stop_metrics(shutdown: CancellationToken, task: Option<tokio::task::JoinHandle<()>>) {
+    shutdown.cancel();
+    let Some(mut task) = task else { return };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), &mut task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "metrics task failed"),
+        Err(_) => task.abort(),
+    }
 }

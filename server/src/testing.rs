@@ -1,6 +1,10 @@
 //! A whole Herald server inside a test: in-memory storage, an ephemeral
 //! port, shut down when dropped. One line per test, no external process.
 //!
+//! Metrics are off (`ServerConfig::default()`): the Prometheus recorder is
+//! process-wide, so test servers never install it or bind a metrics port
+//! unless a test sets `metrics` in its config.
+//!
 //! ```no_run
 //! # async fn demo() {
 //! let server = herald_server::testing::start_in_memory().await;

@@ -924,12 +924,24 @@ type SubscriptionStats struct {
 	// Events not yet acked, delivered or not.
 	Backlog uint64 `protobuf:"varint,3,opt,name=backlog,proto3" json:"backlog,omitempty"`
 	// Delivered and not yet acked.
-	Unacked       uint64           `protobuf:"varint,4,opt,name=unacked,proto3" json:"unacked,omitempty"`
-	Redelivered   uint64           `protobuf:"varint,5,opt,name=redelivered,proto3" json:"redelivered,omitempty"`
-	DeadLettered  uint64           `protobuf:"varint,6,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
-	Consumers     []*ConsumerStats `protobuf:"bytes,7,rep,name=consumers,proto3" json:"consumers,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Unacked      uint64           `protobuf:"varint,4,opt,name=unacked,proto3" json:"unacked,omitempty"`
+	Redelivered  uint64           `protobuf:"varint,5,opt,name=redelivered,proto3" json:"redelivered,omitempty"`
+	DeadLettered uint64           `protobuf:"varint,6,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	Consumers    []*ConsumerStats `protobuf:"bytes,7,rep,name=consumers,proto3" json:"consumers,omitempty"`
+	// Deliveries so far, redeliveries included.
+	Delivered uint64 `protobuf:"varint,8,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	// Events acknowledged so far (dead-lettered ones not included).
+	Acked uint64 `protobuf:"varint,9,opt,name=acked,proto3" json:"acked,omitempty"`
+	// Nacks received so far (one per nacked delivery).
+	Nacked uint64 `protobuf:"varint,10,opt,name=nacked,proto3" json:"nacked,omitempty"`
+	// Bytes of the backlog, estimated from each partition's average stored
+	// event size.
+	BacklogBytes uint64 `protobuf:"varint,11,opt,name=backlog_bytes,json=backlogBytes,proto3" json:"backlog_bytes,omitempty"`
+	// Age of the oldest event not yet acked, by its append time: the
+	// subscription's lag. Unset when nothing is waiting.
+	OldestUnackedAge *durationpb.Duration `protobuf:"bytes,12,opt,name=oldest_unacked_age,json=oldestUnackedAge,proto3" json:"oldest_unacked_age,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SubscriptionStats) Reset() {
@@ -1007,6 +1019,41 @@ func (x *SubscriptionStats) GetDeadLettered() uint64 {
 func (x *SubscriptionStats) GetConsumers() []*ConsumerStats {
 	if x != nil {
 		return x.Consumers
+	}
+	return nil
+}
+
+func (x *SubscriptionStats) GetDelivered() uint64 {
+	if x != nil {
+		return x.Delivered
+	}
+	return 0
+}
+
+func (x *SubscriptionStats) GetAcked() uint64 {
+	if x != nil {
+		return x.Acked
+	}
+	return 0
+}
+
+func (x *SubscriptionStats) GetNacked() uint64 {
+	if x != nil {
+		return x.Nacked
+	}
+	return 0
+}
+
+func (x *SubscriptionStats) GetBacklogBytes() uint64 {
+	if x != nil {
+		return x.BacklogBytes
+	}
+	return 0
+}
+
+func (x *SubscriptionStats) GetOldestUnackedAge() *durationpb.Duration {
+	if x != nil {
+		return x.OldestUnackedAge
 	}
 	return nil
 }
@@ -1168,7 +1215,7 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"\acredits\x18\x03 \x01(\x04R\acredits\x12\x16\n" +
 	"\x06active\x18\x04 \x01(\bR\x06active\x12;\n" +
 	"\vattach_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"attachTime\"\xf0\x01\n" +
+	"attachTime\"\xaa\x03\n" +
 	"\x11SubscriptionStats\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -1176,7 +1223,13 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"\aunacked\x18\x04 \x01(\x04R\aunacked\x12 \n" +
 	"\vredelivered\x18\x05 \x01(\x04R\vredelivered\x12#\n" +
 	"\rdead_lettered\x18\x06 \x01(\x04R\fdeadLettered\x126\n" +
-	"\tconsumers\x18\a \x03(\v2\x18.herald.v1.ConsumerStatsR\tconsumers\"x\n" +
+	"\tconsumers\x18\a \x03(\v2\x18.herald.v1.ConsumerStatsR\tconsumers\x12\x1c\n" +
+	"\tdelivered\x18\b \x01(\x04R\tdelivered\x12\x14\n" +
+	"\x05acked\x18\t \x01(\x04R\x05acked\x12\x16\n" +
+	"\x06nacked\x18\n" +
+	" \x01(\x04R\x06nacked\x12#\n" +
+	"\rbacklog_bytes\x18\v \x01(\x04R\fbacklogBytes\x12G\n" +
+	"\x12oldest_unacked_age\x18\f \x01(\v2\x19.google.protobuf.DurationR\x10oldestUnackedAge\"x\n" +
 	"\vSeekRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\"\n" +
 	"\fsubscription\x18\x02 \x01(\tR\fsubscription\x12/\n" +
@@ -1255,36 +1308,37 @@ var file_herald_v1_admin_proto_depIdxs = []int32{
 	9,  // 11: herald.v1.ListSubscriptionsResponse.subscriptions:type_name -> herald.v1.Subscription
 	26, // 12: herald.v1.ConsumerStats.attach_time:type_name -> google.protobuf.Timestamp
 	16, // 13: herald.v1.SubscriptionStats.consumers:type_name -> herald.v1.ConsumerStats
-	23, // 14: herald.v1.SeekRequest.position:type_name -> herald.v1.Position
-	0,  // 15: herald.v1.Admin.CreateTopic:input_type -> herald.v1.CreateTopicRequest
-	1,  // 16: herald.v1.Admin.GetTopic:input_type -> herald.v1.GetTopicRequest
-	2,  // 17: herald.v1.Admin.ListTopics:input_type -> herald.v1.ListTopicsRequest
-	4,  // 18: herald.v1.Admin.UpdateTopic:input_type -> herald.v1.UpdateTopicRequest
-	5,  // 19: herald.v1.Admin.DeleteTopic:input_type -> herald.v1.DeleteTopicRequest
-	7,  // 20: herald.v1.Admin.GetTopicStats:input_type -> herald.v1.GetTopicStatsRequest
-	8,  // 21: herald.v1.Admin.CreateSubscription:input_type -> herald.v1.CreateSubscriptionRequest
-	10, // 22: herald.v1.Admin.GetSubscription:input_type -> herald.v1.GetSubscriptionRequest
-	11, // 23: herald.v1.Admin.ListSubscriptions:input_type -> herald.v1.ListSubscriptionsRequest
-	13, // 24: herald.v1.Admin.DeleteSubscription:input_type -> herald.v1.DeleteSubscriptionRequest
-	15, // 25: herald.v1.Admin.GetSubscriptionStats:input_type -> herald.v1.GetSubscriptionStatsRequest
-	18, // 26: herald.v1.Admin.Seek:input_type -> herald.v1.SeekRequest
-	21, // 27: herald.v1.Admin.CreateTopic:output_type -> herald.v1.Topic
-	21, // 28: herald.v1.Admin.GetTopic:output_type -> herald.v1.Topic
-	3,  // 29: herald.v1.Admin.ListTopics:output_type -> herald.v1.ListTopicsResponse
-	21, // 30: herald.v1.Admin.UpdateTopic:output_type -> herald.v1.Topic
-	6,  // 31: herald.v1.Admin.DeleteTopic:output_type -> herald.v1.DeleteTopicResponse
-	27, // 32: herald.v1.Admin.GetTopicStats:output_type -> herald.v1.TopicStats
-	9,  // 33: herald.v1.Admin.CreateSubscription:output_type -> herald.v1.Subscription
-	9,  // 34: herald.v1.Admin.GetSubscription:output_type -> herald.v1.Subscription
-	12, // 35: herald.v1.Admin.ListSubscriptions:output_type -> herald.v1.ListSubscriptionsResponse
-	14, // 36: herald.v1.Admin.DeleteSubscription:output_type -> herald.v1.DeleteSubscriptionResponse
-	17, // 37: herald.v1.Admin.GetSubscriptionStats:output_type -> herald.v1.SubscriptionStats
-	19, // 38: herald.v1.Admin.Seek:output_type -> herald.v1.SeekResponse
-	27, // [27:39] is the sub-list for method output_type
-	15, // [15:27] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	24, // 14: herald.v1.SubscriptionStats.oldest_unacked_age:type_name -> google.protobuf.Duration
+	23, // 15: herald.v1.SeekRequest.position:type_name -> herald.v1.Position
+	0,  // 16: herald.v1.Admin.CreateTopic:input_type -> herald.v1.CreateTopicRequest
+	1,  // 17: herald.v1.Admin.GetTopic:input_type -> herald.v1.GetTopicRequest
+	2,  // 18: herald.v1.Admin.ListTopics:input_type -> herald.v1.ListTopicsRequest
+	4,  // 19: herald.v1.Admin.UpdateTopic:input_type -> herald.v1.UpdateTopicRequest
+	5,  // 20: herald.v1.Admin.DeleteTopic:input_type -> herald.v1.DeleteTopicRequest
+	7,  // 21: herald.v1.Admin.GetTopicStats:input_type -> herald.v1.GetTopicStatsRequest
+	8,  // 22: herald.v1.Admin.CreateSubscription:input_type -> herald.v1.CreateSubscriptionRequest
+	10, // 23: herald.v1.Admin.GetSubscription:input_type -> herald.v1.GetSubscriptionRequest
+	11, // 24: herald.v1.Admin.ListSubscriptions:input_type -> herald.v1.ListSubscriptionsRequest
+	13, // 25: herald.v1.Admin.DeleteSubscription:input_type -> herald.v1.DeleteSubscriptionRequest
+	15, // 26: herald.v1.Admin.GetSubscriptionStats:input_type -> herald.v1.GetSubscriptionStatsRequest
+	18, // 27: herald.v1.Admin.Seek:input_type -> herald.v1.SeekRequest
+	21, // 28: herald.v1.Admin.CreateTopic:output_type -> herald.v1.Topic
+	21, // 29: herald.v1.Admin.GetTopic:output_type -> herald.v1.Topic
+	3,  // 30: herald.v1.Admin.ListTopics:output_type -> herald.v1.ListTopicsResponse
+	21, // 31: herald.v1.Admin.UpdateTopic:output_type -> herald.v1.Topic
+	6,  // 32: herald.v1.Admin.DeleteTopic:output_type -> herald.v1.DeleteTopicResponse
+	27, // 33: herald.v1.Admin.GetTopicStats:output_type -> herald.v1.TopicStats
+	9,  // 34: herald.v1.Admin.CreateSubscription:output_type -> herald.v1.Subscription
+	9,  // 35: herald.v1.Admin.GetSubscription:output_type -> herald.v1.Subscription
+	12, // 36: herald.v1.Admin.ListSubscriptions:output_type -> herald.v1.ListSubscriptionsResponse
+	14, // 37: herald.v1.Admin.DeleteSubscription:output_type -> herald.v1.DeleteSubscriptionResponse
+	17, // 38: herald.v1.Admin.GetSubscriptionStats:output_type -> herald.v1.SubscriptionStats
+	19, // 39: herald.v1.Admin.Seek:output_type -> herald.v1.SeekResponse
+	28, // [28:40] is the sub-list for method output_type
+	16, // [16:28] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_admin_proto_init() }

@@ -275,6 +275,11 @@ pub fn subscription_stats(
         unacked: stats.unacked,
         redelivered: stats.redelivered,
         dead_lettered: stats.dead_lettered,
+        delivered: stats.delivered,
+        acked: stats.acked,
+        nacked: stats.nacked,
+        backlog_bytes: stats.backlog_bytes,
+        oldest_unacked_age: stats.oldest_unacked_age.map(to_proto_duration),
         consumers: stats
             .consumers
             .iter()

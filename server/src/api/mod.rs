@@ -24,4 +24,6 @@ pub struct ApiContext {
     pub tasks: TaskTracker,
     /// Cancelled when the server starts draining.
     pub shutdown: CancellationToken,
+    /// Open streams, for the metrics endpoint.
+    pub open: crate::metrics::connections::OpenCounts,
 }

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert::publish_results;
 use super::status::{to_detail, to_status};
 use super::{ApiContext, limits};
+use crate::metrics::connections::StreamKind;
 
 /// Most batches of one PublishStream being stored at once; the server stops
 /// reading the stream while this many are in flight (backpressure).
@@ -58,7 +59,11 @@ impl Publisher for PublisherService {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT_PER_STREAM);
         let ctx = self.ctx.clone();
-        self.ctx.tasks.spawn(drive_publish_stream(ctx, inbound, tx));
+        let open = self.ctx.open.stream(StreamKind::Publish);
+        self.ctx.tasks.spawn(async move {
+            let _open = open;
+            drive_publish_stream(ctx, inbound, tx).await
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -15,6 +15,7 @@ use super::convert::{delivered_event, position};
 use super::status::{to_status, undecodable_event};
 use crate::broker::reader::{ReadOptions, Reader};
 use crate::broker::{BrokerError, Position};
+use crate::metrics::connections::StreamKind;
 use crate::storage::StoredRecord;
 
 /// Responses of one Read stream buffered ahead of the client; when full, the
@@ -60,9 +61,11 @@ impl Subscriber for SubscriberService {
             .map_err(|e| to_status(&e))?;
         let (tx, rx) = mpsc::channel(READ_BUFFER);
         let ctx = self.ctx.clone();
-        self.ctx
-            .tasks
-            .spawn(drive_read(ctx, request.topic, reader, tx));
+        let open = self.ctx.open.stream(StreamKind::Read);
+        self.ctx.tasks.spawn(async move {
+            let _open = open;
+            drive_read(ctx, request.topic, reader, tx).await
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -74,11 +77,12 @@ impl Subscriber for SubscriberService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let (tx, rx) = mpsc::channel(64);
         let ctx = self.ctx.clone();
-        self.ctx.tasks.spawn(super::subscribe::drive_subscribe(
-            ctx,
-            request.into_inner(),
-            tx,
-        ));
+        let open = self.ctx.open.stream(StreamKind::Subscribe);
+        let inbound = request.into_inner();
+        self.ctx.tasks.spawn(async move {
+            let _open = open;
+            super::subscribe::drive_subscribe(ctx, inbound, tx).await
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

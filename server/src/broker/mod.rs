@@ -90,6 +90,12 @@ pub struct PendingPublish {
     /// Event types, for the per-event debug log line (empty unless debug
     /// logging is on).
     event_types: Vec<String>,
+    /// When the broker took the request, for the latency histogram.
+    started: std::time::Instant,
+    /// Encoded size of each event, for the bytes counter.
+    sizes: Vec<usize>,
+    /// The topic's metric handles.
+    metrics: TopicMetrics,
     /// One per event, offsets filled in by [`PendingPublish::wait`].
     receipts: Vec<PublishReceipt>,
     /// Per partition: the events' indexes and the writer's answer.
@@ -145,6 +151,18 @@ impl PendingPublish {
                 receipt.publish_time_ms = appended.timestamp_ms;
             }
         }
+        let (mut events, mut bytes) = (0, 0);
+        for (receipt, size) in self.receipts.iter().zip(&self.sizes) {
+            if !receipt.duplicate {
+                events += 1;
+                bytes += *size as u64;
+            }
+        }
+        self.metrics.events.increment(events);
+        self.metrics.bytes.increment(bytes);
+        self.metrics
+            .latency
+            .record(self.started.elapsed().as_secs_f64());
         Ok(self.receipts)
     }
 }
@@ -217,6 +235,27 @@ pub struct TopicStats {
     pub partitions: Vec<PartitionStats>,
 }
 
+/// A topic's publish metrics, registered once when it opens so a publish
+/// costs a few atomic adds (no-ops when no recorder is installed).
+#[derive(Clone)]
+struct TopicMetrics {
+    events: metrics::Counter,
+    bytes: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+impl TopicMetrics {
+    fn register(topic: &str) -> Self {
+        use crate::metrics::names;
+        let labels = [("topic", topic.to_owned())];
+        Self {
+            events: metrics::counter!(names::PUBLISHED_EVENTS, &labels),
+            bytes: metrics::counter!(names::PUBLISHED_BYTES, &labels),
+            latency: metrics::histogram!(names::PUBLISH_DURATION, &labels),
+        }
+    }
+}
+
 /// A cheap, cloneable handle to the broker.
 #[derive(Clone)]
 pub struct Broker {
@@ -254,6 +293,8 @@ struct Topic {
     round_robin: AtomicU64,
     /// Running subscriptions by name.
     subscriptions: Mutex<std::collections::BTreeMap<String, Arc<subscription::SubscriptionHandle>>>,
+    /// Publish counters and latency.
+    metrics: TopicMetrics,
 }
 
 struct Partition {
@@ -323,6 +364,7 @@ impl Broker {
     /// Batches submitted one after another are stored in that order, so a
     /// pipelining caller submits in sequence and waits concurrently.
     pub async fn submit(&self, topic: &str, mut events: Vec<Event>) -> Result<PendingPublish> {
+        let started = std::time::Instant::now();
         if self.is_closing() {
             return Err(BrokerError::ShuttingDown);
         }
@@ -344,6 +386,7 @@ impl Broker {
             .map(|_| (Vec::new(), Vec::new(), 0))
             .collect();
         let mut receipts = Vec::with_capacity(events.len());
+        let mut sizes = Vec::with_capacity(events.len());
         // Only ids the producer chose are deduplicated: an id the broker
         // makes up is new by construction, and remembering it would cost
         // memory and time for nothing.
@@ -384,6 +427,7 @@ impl Broker {
             let group = &mut groups[partition as usize];
             group.0.push(index);
             group.2 += size;
+            sizes.push(size);
             receipts.push(PublishReceipt {
                 id: event.id.clone(),
                 partition,
@@ -440,6 +484,9 @@ impl Broker {
             topic: topic.to_owned(),
             span,
             event_types,
+            started,
+            sizes,
+            metrics: handle.metrics.clone(),
             receipts,
             pending,
         })
@@ -698,6 +745,7 @@ impl Broker {
             partitions,
             round_robin: AtomicU64::new(0),
             subscriptions: Mutex::new(std::collections::BTreeMap::new()),
+            metrics: TopicMetrics::register(name),
         }))
     }
 

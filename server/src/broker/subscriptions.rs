@@ -482,6 +482,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn lag_is_the_age_of_the_oldest_unacked_event() {
+        let broker = broker();
+        broker
+            .create_topic("lagging", &TopicSettingsPatch::default())
+            .unwrap();
+        broker
+            .create_subscription("lagging", "slow", &spec(SubscriptionKind::Shared))
+            .unwrap();
+        let caught_up = broker.subscription_stats("lagging", "slow").await.unwrap();
+        assert_eq!(caught_up.oldest_unacked_age, None);
+        broker.publish("lagging", events(3)).await.unwrap();
+        // Append times are wall-clock milliseconds, so real time must pass.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stats = broker.subscription_stats("lagging", "slow").await.unwrap();
+        assert_eq!(stats.backlog, 3);
+        assert!(stats.backlog_bytes > 0);
+        let lag = stats.oldest_unacked_age.expect("events are waiting");
+        assert!(lag >= Duration::from_millis(50), "{lag:?}");
+        broker
+            .seek("lagging", "slow", Position::Latest)
+            .await
+            .unwrap();
+        let stats = broker.subscription_stats("lagging", "slow").await.unwrap();
+        assert_eq!((stats.backlog, stats.oldest_unacked_age), (0, None));
+    }
+
+    #[tokio::test]
     async fn retention_keeps_what_a_subscription_has_not_acknowledged() {
         let broker = broker();
         let patch = TopicSettingsPatch {

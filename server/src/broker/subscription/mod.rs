@@ -172,6 +172,14 @@ pub struct Attached {
 pub struct SubscriptionStats {
     /// Events not yet acked, delivered or not.
     pub backlog: u64,
+    /// Bytes of the backlog, estimated per partition as backlog events times
+    /// the partition's average stored event size: exact bytes would need a
+    /// read of every unacked event, and acks above the cursor punch holes
+    /// whose sizes are not kept.
+    pub backlog_bytes: u64,
+    /// Age of the oldest event not yet acked (by its append time), over all
+    /// partitions; `None` when nothing is waiting. The subscription's lag.
+    pub oldest_unacked_age: Option<Duration>,
     /// Delivered and not yet acked.
     pub unacked: u64,
     pub delivered: u64,

@@ -1056,6 +1056,7 @@ fn syncer_loop(sh: &Shared) {
         let dir_dirty = std::mem::take(&mut s.dir_dirty);
         drop(s);
         let mut result = Ok(());
+        let started = std::time::Instant::now();
         for file in &files {
             sh.fsyncs.fetch_add(1, Ordering::Relaxed);
             result = file.sync_data();
@@ -1067,6 +1068,9 @@ fn syncer_loop(sh: &Shared) {
             sh.fsyncs.fetch_add(1, Ordering::Relaxed);
             result = sync_dir(&sh.dir);
         }
+        // One round (its files and directory) is what a durable append waits for.
+        metrics::histogram!(crate::metrics::names::FSYNC_DURATION)
+            .record(started.elapsed().as_secs_f64());
         s = sh.state.lock();
         match result {
             Ok(()) => {

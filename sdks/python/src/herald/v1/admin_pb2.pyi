@@ -149,7 +149,7 @@ class ConsumerStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., outstanding: _Optional[int] = ..., credits: _Optional[int] = ..., active: _Optional[bool] = ..., attach_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SubscriptionStats(_message.Message):
-    __slots__ = ("topic", "name", "backlog", "unacked", "redelivered", "dead_lettered", "consumers")
+    __slots__ = ("topic", "name", "backlog", "unacked", "redelivered", "dead_lettered", "consumers", "delivered", "acked", "nacked", "backlog_bytes", "oldest_unacked_age")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKLOG_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,11 @@ class SubscriptionStats(_message.Message):
     REDELIVERED_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTERED_FIELD_NUMBER: _ClassVar[int]
     CONSUMERS_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    ACKED_FIELD_NUMBER: _ClassVar[int]
+    NACKED_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_UNACKED_AGE_FIELD_NUMBER: _ClassVar[int]
     topic: str
     name: str
     backlog: int
@@ -164,7 +169,12 @@ class SubscriptionStats(_message.Message):
     redelivered: int
     dead_lettered: int
     consumers: _containers.RepeatedCompositeFieldContainer[ConsumerStats]
-    def __init__(self, topic: _Optional[str] = ..., name: _Optional[str] = ..., backlog: _Optional[int] = ..., unacked: _Optional[int] = ..., redelivered: _Optional[int] = ..., dead_lettered: _Optional[int] = ..., consumers: _Optional[_Iterable[_Union[ConsumerStats, _Mapping]]] = ...) -> None: ...
+    delivered: int
+    acked: int
+    nacked: int
+    backlog_bytes: int
+    oldest_unacked_age: _duration_pb2.Duration
+    def __init__(self, topic: _Optional[str] = ..., name: _Optional[str] = ..., backlog: _Optional[int] = ..., unacked: _Optional[int] = ..., redelivered: _Optional[int] = ..., dead_lettered: _Optional[int] = ..., consumers: _Optional[_Iterable[_Union[ConsumerStats, _Mapping]]] = ..., delivered: _Optional[int] = ..., acked: _Optional[int] = ..., nacked: _Optional[int] = ..., backlog_bytes: _Optional[int] = ..., oldest_unacked_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SeekRequest(_message.Message):
     __slots__ = ("topic", "subscription", "position")
