@@ -44,7 +44,7 @@ pub fn sample_root() -> bool {
     match SAMPLE_EVERY.load(Ordering::Relaxed) {
         0 => false,
         1 => true,
-        every => ROOTS.fetch_add(1, Ordering::Relaxed) % every == 0,
+        every => ROOTS.fetch_add(1, Ordering::Relaxed).is_multiple_of(every),
     }
 }
 
