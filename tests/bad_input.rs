@@ -378,3 +378,93 @@ async fn disk_full_is_resource_exhausted_and_keeps_acked_events() {
     );
     drop(server);
 }
+
+/// The health status of `service` ("" for the whole server).
+async fn health_of(server: &Herald, service: &str) -> i32 {
+    let channel = tonic::transport::Endpoint::from_shared(server.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_that_cannot_write_is_not_serving_until_it_can_again() {
+    use tonic_health::ServingStatus::{NotServing, Serving};
+    let disk = Tmpfs::mount("2m", "");
+    let server = Herald::start_in(disk.0.path(), &[]);
+    let client = server.client().await;
+    assert_eq!(health_of(&server, "").await, Serving as i32);
+    loop {
+        match client
+            .publish("fill", (0..10).map(|_| event("", 10_000)).collect())
+            .await
+        {
+            Ok(_) => {}
+            Err(herald_client::ClientError::Status(status)) => {
+                assert_eq!(status.herald_code(), ErrorCode::StorageFull);
+                break;
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    // Health checkers and load balancers see a broker that cannot take
+    // publishes; reading and administering still work.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while health_of(&server, "").await != NotServing as i32 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still SERVING with a full disk"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        health_of(&server, "herald.v1.Publisher").await,
+        NotServing as i32
+    );
+    assert_eq!(
+        health_of(&server, "herald.v1.Subscriber").await,
+        Serving as i32
+    );
+    assert_eq!(health_of(&server, "herald.v1.Admin").await, Serving as i32);
+    assert!(
+        server
+            .logs()
+            .contains("storage cannot write: reporting NOT_SERVING"),
+        "{}",
+        server.logs()
+    );
+
+    // Deleting the topic frees the space: the server serves again.
+    client
+        .admin()
+        .delete_topic(DeleteTopicRequest {
+            name: "fill".into(),
+        })
+        .await
+        .expect("delete");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while health_of(&server, "").await != Serving as i32 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not SERVING after space was freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    client
+        .publish("after", vec![event("", 100)])
+        .await
+        .expect("publishing works again");
+    assert_eq!(
+        health_of(&server, "herald.v1.Publisher").await,
+        Serving as i32
+    );
+}

@@ -171,6 +171,11 @@ impl BoundServer {
             tracing::info!(addr = %endpoint.local_addr(), "metrics on http://{}/metrics", endpoint.local_addr());
             tokio::spawn(endpoint.serve(broker.clone(), open.clone(), metrics_shutdown.clone()))
         });
+        let storage_watch = ctx.tasks.spawn(report_storage_health(
+            broker.storage_health(),
+            health.clone(),
+            shutdown.clone(),
+        ));
         let max = config.broker.max_request_bytes;
         let publisher = PublisherServer::new(PublisherService::new(ctx.clone()))
             .max_decoding_message_size(max)
@@ -225,6 +230,8 @@ impl BoundServer {
         }
 
         tracing::info!("shutting down: draining");
+        // Nothing may report SERVING again from here on.
+        let _ = storage_watch.await;
         for name in std::iter::once("").chain(SERVICE_NAMES) {
             health
                 .set_service_status(name, ServingStatus::NotServing)
@@ -251,6 +258,41 @@ impl BoundServer {
         broker_shutdown.cancel();
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// Reports the whole server and the Publisher NOT_SERVING while storage
+/// cannot write (disk full, I/O errors, a log refusing writes after a
+/// failed fsync), and SERVING again once it can; reads, subscriptions and
+/// admin calls keep working meanwhile. Ends when `shutdown` is cancelled.
+async fn report_storage_health(
+    mut state: tokio::sync::watch::Receiver<Option<String>>,
+    health: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+) {
+    let mut was_failing = false;
+    loop {
+        let failure = state.borrow_and_update().clone();
+        let status = match &failure {
+            Some(reason) => {
+                tracing::error!(%reason, "storage cannot write: reporting NOT_SERVING");
+                ServingStatus::NotServing
+            }
+            None => {
+                if was_failing {
+                    tracing::info!("storage writes again: reporting SERVING");
+                }
+                ServingStatus::Serving
+            }
+        };
+        was_failing = failure.is_some();
+        for name in ["", "herald.v1.Publisher"] {
+            health.set_service_status(name, status).await;
+        }
+        tokio::select! {
+            changed = state.changed() => if changed.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
     }
 }
 

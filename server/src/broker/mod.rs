@@ -9,6 +9,7 @@ pub mod error;
 pub mod partition_writer;
 pub mod position;
 pub mod reader;
+mod storage_health;
 pub mod subscription;
 mod subscriptions;
 pub mod topic;
@@ -33,6 +34,7 @@ pub use topic::{Fsync, TopicMeta, TopicSettings, TopicSettingsPatch, validate_to
 
 use crate::storage::{NewRecord, PartitionLog, PartitionStats, Storage, system_clock};
 use partition_writer::{AppendJob, AppendOutcome};
+use storage_health::StorageHealth;
 
 /// Longest accepted event id, in bytes.
 pub const MAX_EVENT_ID_BYTES: usize = 256;
@@ -279,6 +281,8 @@ struct Inner {
     cancel: CancellationToken,
     /// Next id for an attached consumer.
     next_consumer_id: AtomicU64,
+    /// Partitions that cannot write.
+    storage_health: StorageHealth,
 }
 
 /// An open topic.
@@ -324,6 +328,7 @@ impl Broker {
                 tasks: TaskTracker::new(),
                 cancel: shutdown,
                 next_consumer_id: AtomicU64::new(1),
+                storage_health: StorageHealth::default(),
             }),
         };
         let stored = broker
@@ -567,10 +572,19 @@ impl Broker {
         }
         // Writers end once in-flight publishes drop their handles; appends
         // racing the delete fail with a storage "closed" error.
-        self.inner
+        let deleted = self
+            .inner
             .storage
             .delete_topic(name)
-            .map_err(|source| BrokerError::Metadata { source })
+            .map_err(|source| BrokerError::Metadata { source });
+        self.inner.storage_health.forget_topic(name);
+        deleted
+    }
+
+    /// Follows whether storage can write: `None` while every partition's
+    /// last append succeeded, else a description of a failure.
+    pub fn storage_health(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.inner.storage_health.watch()
     }
 
     /// Offsets, counts and sizes per partition.
@@ -734,9 +748,17 @@ impl Broker {
                 })?;
             let (writer, jobs) = mpsc::channel(partition_writer::QUEUE_DEPTH);
             let group_bytes = MAX_GROUP_BYTES.min(settings.segment_bytes as usize / 2);
-            self.inner
-                .tasks
-                .spawn(partition_writer::run(log.clone(), jobs, group_bytes));
+            let health = partition_writer::HealthReport {
+                health: self.inner.storage_health.clone(),
+                topic: name.to_owned(),
+                partition,
+            };
+            self.inner.tasks.spawn(partition_writer::run(
+                log.clone(),
+                jobs,
+                group_bytes,
+                health,
+            ));
             partitions.push(Partition { log, writer });
         }
         Ok(Arc::new(Topic {

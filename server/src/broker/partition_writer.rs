@@ -30,6 +30,13 @@ pub struct AppendJob {
     pub span: tracing::Span,
 }
 
+/// Where a writer reports whether its appends succeed.
+pub struct HealthReport {
+    pub health: super::storage_health::StorageHealth,
+    pub topic: String,
+    pub partition: u32,
+}
+
 /// Runs until every sender of `jobs` is dropped, appending each group of
 /// queued jobs as one storage batch of at most `max_group_bytes` (a single
 /// job larger than that goes alone).
@@ -37,6 +44,7 @@ pub async fn run(
     log: Arc<dyn PartitionLog>,
     mut jobs: mpsc::Receiver<AppendJob>,
     max_group_bytes: usize,
+    report: HealthReport,
 ) {
     let mut group: Vec<AppendJob> = Vec::new();
     while let Some(first) = jobs.recv().await {
@@ -51,7 +59,12 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        append_group(log.as_ref(), &mut group).await;
+        let outcome = append_group(log.as_ref(), &mut group).await;
+        report.health.record(
+            &report.topic,
+            report.partition,
+            outcome.as_ref().map(|_| ()).map_err(|e| e.as_ref()),
+        );
     }
 }
 
@@ -77,7 +90,11 @@ fn persist_span(group: &[AppendJob]) -> tracing::Span {
     span
 }
 
-async fn append_group(log: &dyn PartitionLog, group: &mut Vec<AppendJob>) {
+/// Appends the group; returns the storage error if it failed.
+async fn append_group(
+    log: &dyn PartitionLog,
+    group: &mut Vec<AppendJob>,
+) -> Result<(), Arc<StorageError>> {
     let span = persist_span(group);
     if group.len() == 1 {
         let job = group.pop().expect("one job");
@@ -86,10 +103,11 @@ async fn append_group(log: &dyn PartitionLog, group: &mut Vec<AppendJob>) {
             .instrument(span)
             .await
             .map_err(Arc::new);
+        let result = outcome.as_ref().map(|_| ()).map_err(Arc::clone);
         // The publisher may have gone away (client cancelled); the records
         // are stored either way, so there is nobody else to tell.
         let _ = job.reply.send(outcome);
-        return;
+        return result;
     }
     let counts: Vec<usize> = group.iter().map(|job| job.records.len()).collect();
     let total = counts.iter().sum();
@@ -105,12 +123,14 @@ async fn append_group(log: &dyn PartitionLog, group: &mut Vec<AppendJob>) {
             for (reply, count) in replies.into_iter().zip(counts) {
                 let _ = reply.send(Ok(rest.by_ref().take(count).collect()));
             }
+            Ok(())
         }
         Err(error) => {
             let error = Arc::new(error);
             for reply in replies {
                 let _ = reply.send(Err(error.clone()));
             }
+            Err(error)
         }
     }
 }
@@ -155,7 +175,18 @@ mod tests {
             replies.push(reply);
         }
         drop(tx);
-        run(log.clone(), rx, 1 << 20).await;
+        let health = super::super::storage_health::StorageHealth::default();
+        let report = HealthReport {
+            health: health.clone(),
+            topic: "t".into(),
+            partition: 0,
+        };
+        run(log.clone(), rx, 1 << 20, report).await;
+        assert_eq!(
+            *health.watch().borrow(),
+            None,
+            "successful appends are healthy"
+        );
         let mut next = 0;
         for reply in replies {
             for appended in reply.await.unwrap().unwrap() {
