@@ -179,6 +179,9 @@ const MAX_PUBLISH_LINKS: usize = 64;
 fn publish_span(topic: &str, events: &[Event]) -> tracing::Span {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !crate::telemetry::exporting() {
+        return tracing::Span::none();
+    }
     let decides = events
         .iter()
         .find(|e| e.attributes.contains_key("traceparent"))
