@@ -534,3 +534,22 @@ async fn an_sdk_consumer_continues_the_trace_the_broker_exported() {
         )
         .await;
 }
+
+#[test]
+fn unusable_trace_settings_stop_the_server_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = Herald::try_start_with_env(dir.path(), &["--otlp-endpoint", "not a url"], &[])
+        .err()
+        .expect("a malformed collector address is refused");
+    assert!(
+        logs.contains("cannot set up the OTLP exporter for not a url"),
+        "{logs}"
+    );
+    let logs = Herald::try_start_with_env(dir.path(), &["--trace-sample-ratio", "2"], &[])
+        .err()
+        .expect("a ratio above 1 is refused");
+    assert!(
+        logs.contains("trace sample ratio 2 is not between 0 and 1"),
+        "{logs}"
+    );
+}
