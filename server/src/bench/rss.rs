@@ -1,7 +1,8 @@
 //! Samples another process's resident memory (`VmRSS` in
-//! `/proc/<pid>/status`) while a benchmark runs, e.g. the server's with
-//! `bench subscribe --server-pid`, and reports where it started, its peak
-//! and where it ended.
+//! `/proc/<pid>/status`) and CPU time (`/proc/<pid>/stat`) while a benchmark
+//! runs, e.g. the server's with `bench subscribe --server-pid`, and reports
+//! where the memory started, its peak and where it ended, and the CPU
+//! seconds the process used meanwhile.
 
 use std::time::Duration;
 
@@ -26,14 +27,39 @@ pub fn read_rss(pid: u32) -> anyhow::Result<u64> {
     parse_vm_rss(&status).ok_or_else(|| anyhow::anyhow!("no VmRSS line in {path}"))
 }
 
-/// Resident memory over a run, bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+/// User plus system CPU time in clock ticks from the text of
+/// `/proc/<pid>/stat` (fields 14 and 15; the command name in field 2 may
+/// hold spaces and parentheses, so fields count from its last `)`).
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
+/// CPU seconds `pid` has used so far (user + system).
+pub fn read_cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat =
+        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))?;
+    let ticks = parse_cpu_ticks(&stat).ok_or_else(|| anyhow::anyhow!("cannot parse {path}"))?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    anyhow::ensure!(per_sec > 0, "sysconf(_SC_CLK_TCK) failed");
+    Ok(ticks as f64 / per_sec as f64)
+}
+
+/// Resident memory over a run, bytes, and the CPU time used during it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct RssSummary {
     pub pid: u32,
     pub samples: u64,
     pub start_bytes: u64,
     pub max_bytes: u64,
     pub end_bytes: u64,
+    /// User + system CPU seconds between the first and the last sample.
+    pub cpu_secs: f64,
 }
 
 impl RssSummary {
@@ -53,12 +79,13 @@ impl std::fmt::Display for RssSummary {
         let mb = |b: u64| b as f64 / 1e6;
         write!(
             f,
-            "server RSS (pid {}, {} samples): start {:.1} MB, max {:.1} MB, end {:.1} MB",
+            "server RSS (pid {}, {} samples): start {:.1} MB, max {:.1} MB, end {:.1} MB; CPU {:.2} s",
             self.pid,
             self.samples,
             mb(self.start_bytes),
             mb(self.max_bytes),
-            mb(self.end_bytes)
+            mb(self.end_bytes),
+            self.cpu_secs
         )
     }
 }
@@ -67,6 +94,7 @@ impl std::fmt::Display for RssSummary {
 pub struct RssSampler {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<RssSummary>,
+    cpu_at_start: f64,
 }
 
 impl RssSampler {
@@ -78,6 +106,7 @@ impl RssSampler {
             ..RssSummary::default()
         };
         summary.add(read_rss(pid)?);
+        let cpu_at_start = read_cpu_secs(pid)?;
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
@@ -95,7 +124,11 @@ impl RssSampler {
             }
             summary
         });
-        Ok(Self { stop, task })
+        Ok(Self {
+            stop,
+            task,
+            cpu_at_start,
+        })
     }
 
     /// Takes a last sample and returns the summary.
@@ -104,6 +137,9 @@ impl RssSampler {
         let mut summary = self.task.await?;
         if let Ok(bytes) = read_rss(summary.pid) {
             summary.add(bytes);
+        }
+        if let Ok(cpu) = read_cpu_secs(summary.pid) {
+            summary.cpu_secs = cpu - self.cpu_at_start;
         }
         Ok(summary)
     }
@@ -120,6 +156,14 @@ mod tests {
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);
         assert_eq!(parse_vm_rss("VmRSS:\tlots kB\n"), None);
         assert_eq!(parse_vm_rss("VmRSS:\t12 MB\n"), None);
+    }
+
+    #[test]
+    fn parses_cpu_ticks_after_the_command_name() {
+        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 37 0 0 20 0 3 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(287));
+        assert_eq!(parse_cpu_ticks("4242 (x) S 1 2"), None);
+        assert_eq!(parse_cpu_ticks("no name here"), None);
     }
 
     #[test]
@@ -142,6 +186,7 @@ mod tests {
         let s = sampler.finish().await.unwrap();
         assert!(s.samples >= 3, "{s:?}");
         assert!(s.start_bytes > 0 && s.max_bytes >= s.end_bytes);
+        assert!(s.cpu_secs >= 0.0, "{s:?}");
         assert!(RssSampler::start(u32::MAX, Duration::from_millis(5)).is_err());
     }
 }

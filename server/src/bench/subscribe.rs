@@ -38,10 +38,6 @@ use super::rss::{RssSampler, RssSummary};
 use super::summary::{self, LatencySummary};
 use crate::broker::Fsync;
 
-/// Publisher connections (one PublishStream each), for the backlog and the live rate.
-const PUBLISH_CONNECTIONS: usize = 4;
-/// Batches unanswered per publisher stream.
-const PUBLISH_IN_FLIGHT: usize = 32;
 /// Longest a backlog may take to publish.
 const PREFILL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// After the publisher stops, how long consumers may take to receive the rest.
@@ -80,6 +76,55 @@ impl SubscriptionKind {
     }
 }
 
+/// How fast the live publisher sends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PublishRate {
+    /// No live publisher (drain a `--prefill` backlog only).
+    Off,
+    /// Closed loop: a new batch as soon as the in-flight window has room.
+    Max,
+    /// Open loop at this many events/s.
+    PerSec(f64),
+}
+
+impl std::str::FromStr for PublishRate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("max") {
+            return Ok(PublishRate::Max);
+        }
+        match s.parse::<f64>() {
+            Ok(0.0) => Ok(PublishRate::Off),
+            Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(PublishRate::PerSec(rate)),
+            _ => Err(format!(
+                "`{s}` is not a rate: give events/s (e.g. 10000), `max`, or 0 for no publisher"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for PublishRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublishRate::Off => f.write_str("0"),
+            PublishRate::Max => f.write_str("max"),
+            PublishRate::PerSec(rate) => write!(f, "{rate}"),
+        }
+    }
+}
+
+/// JSON: a number of events/s, 0 for none, or `"max"`.
+impl serde::Serialize for PublishRate {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PublishRate::Off => serializer.serialize_f64(0.0),
+            PublishRate::Max => serializer.serialize_str("max"),
+            PublishRate::PerSec(rate) => serializer.serialize_f64(*rate),
+        }
+    }
+}
+
 /// What to run (and, in the report, what ran): the flags of `herald bench subscribe`.
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct SubscribeOptions {
@@ -108,10 +153,18 @@ pub struct SubscribeOptions {
     /// Events per publish request.
     #[arg(long, default_value_t = 100)]
     pub batch_size: usize,
-    /// Open-loop publish rate in events/s (latency counted from the intended
-    /// send time); 0: no publisher, just drain the --prefill backlog.
-    #[arg(long, default_value_t = 10_000.0)]
-    pub rate: f64,
+    /// Live publish rate: events/s in an open loop (latency counted from
+    /// the intended send time), `max` for a closed loop as fast as the
+    /// window allows, or 0 for no publisher (just drain the --prefill
+    /// backlog).
+    #[arg(long, default_value = "10000")]
+    pub rate: PublishRate,
+    /// Publisher connections, one PublishStream each (backlog and live).
+    #[arg(long, default_value_t = 4)]
+    pub producers: usize,
+    /// Batches unanswered per publisher stream.
+    #[arg(long, default_value_t = 32)]
+    pub publish_in_flight: usize,
     /// How long to publish; with --rate 0, the longest wait for the backlog.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -142,9 +195,15 @@ impl SubscribeOptions {
         anyhow::ensure!(self.credits > 0, "credits must be positive");
         anyhow::ensure!(self.batch_size > 0, "batch size must be positive");
         anyhow::ensure!(
-            self.rate.is_finite() && self.rate >= 0.0,
-            "rate must be a number of events/s, 0 for none"
+            self.producers > 0 && self.publish_in_flight > 0,
+            "producers and publish in-flight must be positive"
         );
+        if let PublishRate::PerSec(rate) = self.rate {
+            anyhow::ensure!(
+                rate.is_finite() && rate > 0.0,
+                "rate must be a positive number of events/s, `max`, or 0 for none"
+            );
+        }
         anyhow::ensure!(
             self.kind != SubscriptionKind::Exclusive || self.consumers == 1,
             "an exclusive subscription takes one consumer"
@@ -155,8 +214,8 @@ impl SubscribeOptions {
     fn publisher_load(&self, duration: Duration, rate: Option<f64>) -> LoadOptions {
         LoadOptions {
             endpoint: self.endpoint.clone(),
-            connections: PUBLISH_CONNECTIONS,
-            in_flight: PUBLISH_IN_FLIGHT,
+            connections: self.producers,
+            in_flight: self.publish_in_flight,
             duration,
             rate: rate.map(|events| events / self.batch_size as f64),
             quiet: true,
@@ -575,8 +634,13 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<SubscribeReport> {
     let window_start = Instant::now();
     let counts = || (tally.ok_count(), shared.acks.load(Ordering::Relaxed));
     let at_start = counts();
-    let publisher = (opts.rate > 0.0).then(|| {
-        let load = opts.publisher_load(opts.duration, Some(opts.rate));
+    let live_rate = match opts.rate {
+        PublishRate::Off => None,
+        PublishRate::Max => Some(None),
+        PublishRate::PerSec(rate) => Some(Some(rate)),
+    };
+    let publisher = live_rate.map(|rate| {
+        let load = opts.publisher_load(opts.duration, rate);
         let (topic, batches, batch_size) = (
             opts.topic.clone(),
             live_batches(&opts, base),
@@ -676,13 +740,16 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<SubscribeReport> {
 impl std::fmt::Display for SubscribeReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let o = &self.options;
-        let publisher = if o.rate > 0.0 {
-            format!(
-                "open-loop publisher at {:.0} events/s in batches of {}",
-                o.rate, o.batch_size
-            )
-        } else {
-            "no publisher".to_owned()
+        let publisher = match o.rate {
+            PublishRate::Off => "no publisher".to_owned(),
+            PublishRate::Max => format!(
+                "closed-loop publisher ({} x {} batches of {} in flight)",
+                o.producers, o.publish_in_flight, o.batch_size
+            ),
+            PublishRate::PerSec(rate) => format!(
+                "open-loop publisher at {rate:.0} events/s in batches of {}",
+                o.batch_size
+            ),
         };
         writeln!(
             f,
@@ -805,7 +872,9 @@ mod tests {
             credits: 100,
             event_size: 50,
             batch_size: 10,
-            rate: 5_000.0,
+            rate: PublishRate::PerSec(5_000.0),
+            producers: 2,
+            publish_in_flight: 8,
             duration: Duration::from_millis(800),
             prefill: 2_000,
             ack: true,
@@ -813,6 +882,24 @@ mod tests {
             server_pid: Some(std::process::id()),
             quiet: true,
         }
+    }
+
+    #[test]
+    fn parses_rates() {
+        assert_eq!("max".parse(), Ok(PublishRate::Max));
+        assert_eq!("MAX".parse(), Ok(PublishRate::Max));
+        assert_eq!("0".parse(), Ok(PublishRate::Off));
+        assert_eq!("10000".parse(), Ok(PublishRate::PerSec(10_000.0)));
+        assert_eq!("2.5e3".parse(), Ok(PublishRate::PerSec(2_500.0)));
+        for bad in ["-5", "fast", "inf", "NaN", ""] {
+            let err = bad.parse::<PublishRate>().unwrap_err();
+            assert!(err.contains("`max`"), "{bad}: {err}");
+        }
+        assert_eq!(serde_json::to_string(&PublishRate::Max).unwrap(), "\"max\"");
+        assert_eq!(
+            serde_json::to_string(&PublishRate::PerSec(10.0)).unwrap(),
+            "10.0"
+        );
     }
 
     #[test]
@@ -829,7 +916,11 @@ mod tests {
                 ..ok.clone()
             },
             SubscribeOptions {
-                rate: -1.0,
+                rate: PublishRate::PerSec(-1.0),
+                ..ok.clone()
+            },
+            SubscribeOptions {
+                producers: 0,
                 ..ok.clone()
             },
             SubscribeOptions {
@@ -868,7 +959,7 @@ mod tests {
             credits: 50,
             ack: false,
             prefill: 0,
-            rate: 2_000.0,
+            rate: PublishRate::PerSec(2_000.0),
             duration: Duration::from_millis(400),
             server_pid: None,
             ..options(&endpoint, "sub-stalled")
@@ -879,6 +970,30 @@ mod tests {
         assert_eq!(stalled.acks, 0, "{stalled}");
         assert_eq!(stalled.delivered_total, 50, "{stalled}");
         assert!(stalled.published > 50, "{stalled}");
+
+        let closed = run(SubscribeOptions {
+            consumers: 1,
+            prefill: 0,
+            rate: PublishRate::Max,
+            duration: Duration::from_millis(400),
+            ..options(&endpoint, "sub-max")
+        })
+        .await
+        .unwrap();
+        assert_eq!(closed.errors, 0, "{closed}");
+        assert!(closed.published > 0, "{closed}");
+        assert_eq!(closed.undelivered, 0, "{closed}");
+        assert_eq!(
+            closed.publish_latency.count * 10,
+            closed.published,
+            "{closed}"
+        );
+        assert!(
+            closed.to_string().contains("closed-loop publisher"),
+            "{closed}"
+        );
+        let rss = closed.server_rss.unwrap();
+        assert!(rss.cpu_secs > 0.0, "{closed}");
 
         server.stop().await;
     }
