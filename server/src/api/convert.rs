@@ -299,7 +299,7 @@ pub fn publish_results(receipts: Vec<PublishReceipt>) -> Vec<v1::PublishResult> 
     receipts
         .into_iter()
         .map(|r| v1::PublishResult {
-            id: r.id,
+            id: r.id.into(),
             partition: r.partition,
             offset: r.offset,
             duplicate: r.duplicate,

@@ -3,15 +3,17 @@
 use std::pin::Pin;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use herald::v1::publisher_server::Publisher;
-use herald::v1::{PublishRequest, PublishResponse, PublishStreamRequest, PublishStreamResponse};
+use herald::v1::{PublishRequest, PublishResponse};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::publish_results;
+use super::publisher_service::publisher_server::Publisher;
 use super::status::{to_detail, to_status};
+use super::wire::{PublishStreamFrame, PublishStreamReply};
 use super::{ApiContext, limits};
+use crate::broker::{BrokerError, EncodedEvent};
 use crate::metrics::connections::StreamKind;
 
 /// Most batches of one PublishStream being stored at once; the server stops
@@ -30,7 +32,7 @@ impl PublisherService {
 }
 
 type ResponseStream =
-    Pin<Box<dyn futures::Stream<Item = Result<PublishStreamResponse, Status>> + Send>>;
+    Pin<Box<dyn futures::Stream<Item = Result<PublishStreamReply, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Publisher for PublisherService {
@@ -54,7 +56,7 @@ impl Publisher for PublisherService {
 
     async fn publish_stream(
         &self,
-        request: Request<Streaming<PublishStreamRequest>>,
+        request: Request<Streaming<PublishStreamFrame>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT_PER_STREAM);
@@ -74,8 +76,8 @@ impl Publisher for PublisherService {
 /// ends the stream with UNAVAILABLE.
 async fn drive_publish_stream(
     ctx: ApiContext,
-    mut inbound: Streaming<PublishStreamRequest>,
-    tx: mpsc::Sender<Result<PublishStreamResponse, Status>>,
+    mut inbound: Streaming<PublishStreamFrame>,
+    tx: mpsc::Sender<Result<PublishStreamReply, Status>>,
 ) {
     let mut in_flight = FuturesUnordered::new();
     let mut reading = true;
@@ -96,7 +98,11 @@ async fn drive_publish_stream(
                 match message {
                     Ok(Some(request)) => {
                         let sequence = request.sequence;
-                        match ctx.broker.submit(&request.topic, request.events).await {
+                        let submitted = match parse_events(request.events) {
+                            Ok(events) => ctx.broker.submit(&request.topic, events).await,
+                            Err(error) => Err(error),
+                        };
+                        match submitted {
                             Ok(pending) => in_flight.push(async move { (sequence, pending.wait().await) }),
                             Err(error) => {
                                 if tx.send(Ok(stream_response(sequence, Err(error)))).await.is_err() {
@@ -132,18 +138,33 @@ async fn drive_publish_stream(
     }
 }
 
+/// Checks each event of a request as sent; the first malformed one refuses
+/// the whole request.
+fn parse_events(events: Vec<bytes::Bytes>) -> Result<Vec<EncodedEvent>, BrokerError> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(index, bytes)| {
+            EncodedEvent::parse(bytes).map_err(|e| BrokerError::InvalidEvent {
+                index,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// The answer to one PublishStream request.
 fn stream_response(
     sequence: u64,
-    outcome: Result<Vec<crate::broker::PublishReceipt>, crate::broker::BrokerError>,
-) -> PublishStreamResponse {
+    outcome: Result<Vec<crate::broker::PublishReceipt>, BrokerError>,
+) -> PublishStreamReply {
     match outcome {
-        Ok(receipts) => PublishStreamResponse {
+        Ok(receipts) => PublishStreamReply {
             sequence,
-            results: publish_results(receipts),
+            results: receipts,
             error: None,
         },
-        Err(error) => PublishStreamResponse {
+        Err(error) => PublishStreamReply {
             sequence,
             results: Vec::new(),
             error: Some(to_detail(&error)),

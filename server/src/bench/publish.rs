@@ -12,9 +12,10 @@ use hdrhistogram::Histogram;
 use herald::v1::admin_client::AdminClient;
 use herald::v1::publisher_client::PublisherClient;
 use herald::v1::{
-    CreateTopicRequest, Event, FsyncPolicy, PublishRequest, PublishStreamRequest, TopicConfig,
+    CreateTopicRequest, ErrorDetail, Event, FsyncPolicy, PublishRequest, TopicConfig,
 };
 use parking_lot::Mutex;
+use prost::Message;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -23,7 +24,23 @@ use super::load::{self, LoadOptions, LoadOutcome, LoadReport, Run};
 use super::pacing::Pacer;
 use super::progress::Tally;
 use super::summary;
+use crate::api::wire::PublishStreamFrame;
 use crate::broker::Fsync;
+
+/// `herald.v1.PublishStreamResponse` with each result left undecoded: the
+/// load generator only counts them, and decoding a `PublishResult` (an id
+/// `String` each) would spend the shared cores on the client.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PublishStreamAnswer {
+    #[prost(uint64, tag = "1")]
+    sequence: u64,
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    results: Vec<Bytes>,
+    #[prost(message, optional, tag = "3")]
+    error: Option<ErrorDetail>,
+}
+
+const PUBLISH_STREAM_PATH: &str = "/herald.v1.Publisher/PublishStream";
 
 /// How long a stream may take to answer its outstanding batches after the run.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -85,7 +102,8 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<LoadReport> {
             ("publish-unary", outcome)
         }
         PublishMode::Stream => {
-            let batches: Batches = Arc::new(move |_| Some(events.clone()));
+            let encoded: Vec<Bytes> = events.iter().map(encode_event).collect();
+            let batches: Batches = Arc::new(move |_| Some(encoded.clone()));
             (
                 "publish-stream",
                 drive_streams(&load, channels, &opts.topic, batches, opts.batch_size).await?,
@@ -144,10 +162,18 @@ pub(super) async fn create_topic(
     }
 }
 
-/// The events of the next batch of a stream, given the instant its latency
-/// counts from (the intended send time in an open loop); `None` ends the
-/// stream (e.g. a fixed number of batches was sent).
-pub(super) type Batches = Arc<dyn Fn(Instant) -> Option<Vec<Event>> + Send + Sync>;
+/// An event as a producer sends it on PublishStream.
+pub(super) fn encode_event(event: &Event) -> Bytes {
+    event.encode_to_vec().into()
+}
+
+/// The events of the next batch of a stream, encoded (see
+/// [`encode_event`]), given the instant its latency counts from (the
+/// intended send time in an open loop); `None` ends the stream (e.g. a
+/// fixed number of batches was sent). Events are encoded ahead, as a
+/// producer library does on the caller's side, so the load generator spends
+/// little of the cores it shares with the server.
+pub(super) type Batches = Arc<dyn Fn(Instant) -> Option<Vec<Bytes>> + Send + Sync>;
 
 /// One PublishStream per channel, each with up to `in_flight` batches
 /// unanswered, sending what `batches` makes until it says stop or the run's
@@ -191,7 +217,7 @@ async fn one_stream(
     let mut latencies = summary::new_histogram();
     let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let window = Arc::new(Semaphore::new(in_flight));
-    let (tx, rx) = mpsc::channel::<PublishStreamRequest>(in_flight);
+    let (tx, rx) = mpsc::channel::<PublishStreamFrame>(in_flight);
 
     let sender = {
         let (sent, window) = (sent.clone(), window.clone());
@@ -206,7 +232,7 @@ async fn one_stream(
                 let Some(events) = batches(origin) else {
                     break;
                 };
-                let request = PublishStreamRequest {
+                let request = PublishStreamFrame {
                     sequence,
                     topic: topic.clone(),
                     events,
@@ -223,8 +249,17 @@ async fn one_stream(
     };
 
     let answers = async {
-        let mut inbound = PublisherClient::new(channel)
-            .publish_stream(ReceiverStream::new(rx))
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let codec = tonic_prost::ProstCodec::<PublishStreamFrame, PublishStreamAnswer>::default();
+        let mut inbound = grpc
+            .streaming(
+                tonic::Request::new(ReceiverStream::new(rx)),
+                tonic::codegen::http::uri::PathAndQuery::from_static(PUBLISH_STREAM_PATH),
+                codec,
+            )
             .await?
             .into_inner();
         while let Some(answer) = inbound.message().await? {

@@ -490,10 +490,12 @@ pub struct PrefillReport {
 /// Publishes `batches` full batches of backlog events as fast as the
 /// stream window allows.
 async fn prefill(opts: &SubscribeOptions, batches: u64) -> anyhow::Result<LoadOutcome> {
-    let events: Vec<Event> = (0..opts.batch_size)
-        .map(|_| Event {
-            r#type: PREFILL_TYPE.into(),
-            ..publish::bench_event(opts.event_size)
+    let events: Vec<Bytes> = (0..opts.batch_size)
+        .map(|_| {
+            publish::encode_event(&Event {
+                r#type: PREFILL_TYPE.into(),
+                ..publish::bench_event(opts.event_size)
+            })
         })
         .collect();
     let left = AtomicU64::new(batches);
@@ -512,15 +514,11 @@ fn live_batches(opts: &SubscribeOptions, base: Instant) -> Batches {
     let (size, count) = (opts.event_size, opts.batch_size);
     let template = publish::bench_event(0);
     Arc::new(move |origin| {
-        let data = stamped_data(size, base, origin);
-        Some(
-            (0..count)
-                .map(|_| Event {
-                    data: data.clone(),
-                    ..template.clone()
-                })
-                .collect(),
-        )
+        let event = publish::encode_event(&Event {
+            data: stamped_data(size, base, origin),
+            ..template.clone()
+        });
+        Some(vec![event; count])
     })
 }
 

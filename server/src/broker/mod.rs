@@ -5,6 +5,7 @@
 //! Lock order: `Inner::admin` (create/delete/update) before any topic's
 //! `settings`; no lock is held across an `.await`.
 
+pub mod encoded_event;
 pub mod error;
 pub mod partition_writer;
 pub mod position;
@@ -18,16 +19,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use herald::v1::Event;
 use parking_lot::{Mutex, RwLock};
-use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+pub use encoded_event::EncodedEvent;
 pub use error::{BrokerError, Result};
 pub use position::Position;
 pub use topic::{Fsync, TopicMeta, TopicSettings, TopicSettingsPatch, validate_topic_name};
@@ -68,11 +69,77 @@ impl Default for BrokerConfig {
     }
 }
 
+/// An event id, sliced from the bytes it was published or stored in rather
+/// than copied into a `String` of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventId(Bytes);
+
+impl EventId {
+    /// `bytes` must be UTF-8 (ids are parsed from checked events).
+    fn new(bytes: Bytes) -> Self {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        EventId(bytes)
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("event ids are UTF-8")
+    }
+
+    /// The UTF-8 bytes, without checking them again.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for EventId {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for EventId {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for EventId {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl From<String> for EventId {
+    fn from(id: String) -> Self {
+        EventId(Bytes::from(id))
+    }
+}
+
+impl From<EventId> for String {
+    fn from(id: EventId) -> String {
+        id.as_str().to_owned()
+    }
+}
+
 /// Where one published event went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishReceipt {
     /// The event id (assigned if the publisher left it empty).
-    pub id: String,
+    pub id: EventId,
     /// Partition it was stored in.
     pub partition: u32,
     /// Its offset (the original's, for a duplicate).
@@ -176,17 +243,19 @@ const MAX_PUBLISH_LINKS: usize = 64;
 /// the producer's span from the first event's `traceparent` (the
 /// CloudEvents distributed-tracing extension), linked to the other
 /// producers' spans when a batch mixes several.
-fn publish_span(topic: &str, events: &[Event]) -> tracing::Span {
+fn publish_span(
+    topic: &str,
+    events: &[EncodedEvent],
+    receipts: &[PublishReceipt],
+) -> tracing::Span {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     if !crate::telemetry::exporting() {
         return tracing::Span::none();
     }
-    let decides = events
-        .iter()
-        .find(|e| e.attributes.contains_key("traceparent"))
-        .map(|e| &e.attributes);
-    let sampled = match decides {
+    let mut traced = events.iter().filter(|e| e.traced()).map(|e| e.attributes());
+    let first = traced.next();
+    let sampled = match &first {
         Some(attributes) => crate::telemetry::sample_event(attributes),
         None => crate::telemetry::sample_root(),
     };
@@ -204,18 +273,15 @@ fn publish_span(topic: &str, events: &[Event]) -> tracing::Span {
         messaging.batch.message_count = events.len(),
         messaging.message.id = tracing::field::Empty,
     );
-    if let [only] = events {
+    if let [only] = receipts {
         span.record("messaging.message.id", only.id.as_str());
     }
-    let mut traced = events
-        .iter()
-        .filter(|e| e.attributes.contains_key("traceparent"));
-    if let Some(first) = traced.next() {
-        crate::telemetry::set_parent(&span, &first.attributes);
-        let parent = herald::trace_context::extract(&first.attributes);
+    if let Some(first) = first {
+        crate::telemetry::set_parent(&span, &first);
+        let parent = herald::trace_context::extract(&first);
         let parent_trace = parent.span().span_context().trace_id();
-        for event in traced.take(MAX_PUBLISH_LINKS) {
-            let context = herald::trace_context::extract(&event.attributes);
+        for attributes in traced.take(MAX_PUBLISH_LINKS) {
+            let context = herald::trace_context::extract(&attributes);
             let linked = context.span().span_context().clone();
             if linked.is_valid() && linked.trace_id() != parent_trace {
                 span.add_link(linked);
@@ -364,14 +430,16 @@ impl Broker {
     /// the topic's fsync policy. Each partition's share of the batch is
     /// stored whole or not at all.
     pub async fn publish(&self, topic: &str, events: Vec<Event>) -> Result<Vec<PublishReceipt>> {
+        let events = events.iter().map(EncodedEvent::from_event).collect();
         self.submit(topic, events).await?.wait().await
     }
 
-    /// The first half of [`Broker::publish`]: validates the batch and queues
-    /// it on its partitions' writers, without waiting for it to be stored.
-    /// Batches submitted one after another are stored in that order, so a
-    /// pipelining caller submits in sequence and waits concurrently.
-    pub async fn submit(&self, topic: &str, mut events: Vec<Event>) -> Result<PendingPublish> {
+    /// The first half of [`Broker::publish`], on events as the producer
+    /// encoded them: validates the batch and queues it on its partitions'
+    /// writers, without waiting for it to be stored. Batches submitted one
+    /// after another are stored in that order, so a pipelining caller
+    /// submits in sequence and waits concurrently.
+    pub async fn submit(&self, topic: &str, events: Vec<EncodedEvent>) -> Result<PendingPublish> {
         let started = std::time::Instant::now();
         if self.is_closing() {
             return Err(BrokerError::ShuttingDown);
@@ -390,82 +458,87 @@ impl Broker {
         let sticky =
             (handle.round_robin.fetch_add(1, Ordering::Relaxed) % partition_count as u64) as u32;
 
-        let mut groups: Vec<(Vec<usize>, Vec<NewRecord>, usize)> = (0..partition_count)
-            .map(|_| (Vec::new(), Vec::new(), 0))
-            .collect();
-        let mut receipts = Vec::with_capacity(events.len());
         let mut sizes = Vec::with_capacity(events.len());
-        // Only ids the producer chose are deduplicated: an id the broker
-        // makes up is new by construction, and remembering it would cost
-        // memory and time for nothing.
-        let mut producer_ids = Vec::with_capacity(events.len());
-        for (index, event) in events.iter_mut().enumerate() {
-            producer_ids.push(!event.id.is_empty());
-            if event.id.is_empty() {
-                event.id = uuid::Uuid::now_v7().to_string();
-            } else if event.id.len() > MAX_EVENT_ID_BYTES {
+        let mut partitions = Vec::with_capacity(events.len());
+        let mut assigned_bytes = 0;
+        for (index, event) in events.iter().enumerate() {
+            let id = event.id_bytes();
+            if id.len() > MAX_EVENT_ID_BYTES {
                 return Err(BrokerError::InvalidEvent {
                     index,
-                    reason: format!(
-                        "id is {} bytes; use at most {MAX_EVENT_ID_BYTES}",
-                        event.id.len()
-                    ),
+                    reason: format!("id is {} bytes; use at most {MAX_EVENT_ID_BYTES}", id.len()),
                 });
             }
-            let size = event.encoded_len();
+            let size = event.stored_len();
             if size > max_event_bytes as usize {
                 return Err(BrokerError::EventTooLarge {
                     topic: topic.to_owned(),
                     index,
-                    id: event.id.clone(),
+                    id: event.id().to_owned(),
                     size,
                     limit: max_event_bytes,
                 });
             }
+            if id.is_empty() {
+                assigned_bytes += size;
+            }
             // Dedup is per partition, so a keyless event with the
             // producer's id goes where its id hashes: a retry lands on the
             // same partition and is recognised.
-            let partition = if !event.key.is_empty() {
-                partition_for_key(&event.key, partition_count)
-            } else if producer_ids[index] {
-                partition_for_key(&event.id, partition_count)
+            let partition = if !event.key_bytes().is_empty() {
+                partition_for_key(event.key_bytes(), partition_count)
+            } else if !id.is_empty() {
+                partition_for_key(id, partition_count)
             } else {
                 sticky
             };
+            partitions.push(partition);
+            sizes.push(size);
+        }
+        // After validation, so a refused batch costs nothing more. Events
+        // the broker names get their id appended, all in one buffer.
+        let mut assigned = BytesMut::with_capacity(assigned_bytes);
+        let mut groups: Vec<(Vec<usize>, Vec<NewRecord>, usize)> = (0..partition_count)
+            .map(|_| (Vec::new(), Vec::new(), 0))
+            .collect();
+        let mut receipts = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            // Only ids the producer chose are deduplicated: an id the broker
+            // makes up is new by construction, and remembering it would
+            // cost memory and time for nothing.
+            let (record, id) = if event.id_bytes().is_empty() {
+                let (payload, id) = encoded_event::append_assigned_id(event.bytes(), &mut assigned);
+                let record = NewRecord {
+                    id: Bytes::new(),
+                    payload,
+                };
+                (record, id)
+            } else {
+                let record = NewRecord {
+                    // Copied: the dedup window may outlive the request buffer.
+                    id: Bytes::copy_from_slice(event.id_bytes()),
+                    payload: event.bytes().clone(),
+                };
+                let id = record.id.clone();
+                (record, id)
+            };
+            let partition = partitions[index];
             let group = &mut groups[partition as usize];
             group.0.push(index);
-            group.2 += size;
-            sizes.push(size);
+            group.1.push(record);
+            group.2 += sizes[index];
             receipts.push(PublishReceipt {
-                id: event.id.clone(),
+                id: EventId::new(id),
                 partition,
                 offset: 0,
                 duplicate: false,
                 publish_time_ms: 0,
             });
         }
-        // Encode after validation so a refused batch costs no encoding.
-        for group in &mut groups {
-            group.1 = group
-                .0
-                .iter()
-                .map(|&index| {
-                    let event = &events[index];
-                    NewRecord {
-                        id: if producer_ids[index] {
-                            Bytes::copy_from_slice(event.id.as_bytes())
-                        } else {
-                            Bytes::new()
-                        },
-                        payload: Bytes::from(event.encode_to_vec()),
-                    }
-                })
-                .collect();
-        }
 
-        let span = publish_span(topic, &events);
+        let span = publish_span(topic, &events, &receipts);
         let event_types = if tracing::enabled!(tracing::Level::DEBUG) {
-            events.iter().map(|e| e.r#type.clone()).collect()
+            events.iter().map(|e| e.event_type().to_owned()).collect()
         } else {
             Vec::new()
         };
@@ -805,6 +878,6 @@ fn info(name: &str, topic: &Topic) -> TopicInfo {
 
 /// The partition of a keyed event: a stable hash of the key, so a key stays
 /// on its partition across restarts.
-pub fn partition_for_key(key: &str, partitions: u32) -> u32 {
-    crc32c::crc32c(key.as_bytes()) % partitions
+pub fn partition_for_key(key: impl AsRef<[u8]>, partitions: u32) -> u32 {
+    crc32c::crc32c(key.as_ref()) % partitions
 }

@@ -1,0 +1,261 @@
+//! PublishStream's messages as the server reads and writes them, on the
+//! wire exactly `herald.v1.PublishStreamRequest` and `PublishStreamResponse`.
+//!
+//! The request keeps each event as the bytes the producer sent (a
+//! `repeated bytes` field has the same wire form as a repeated message, and
+//! prost slices it out of tonic's buffer without copying); the broker checks
+//! them in place ([`crate::broker::EncodedEvent`]). The response is encoded
+//! straight from the broker's receipts instead of through a
+//! `v1::PublishResult` per event with its own id `String`. Together these
+//! take every per-event allocation of the generated types off the hottest
+//! path. `build.rs` generates the service with these types.
+
+use bytes::{Buf, BufMut, Bytes};
+use herald::v1::ErrorDetail;
+use prost::encoding::{
+    self, DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, key_len,
+};
+
+use crate::broker::PublishReceipt;
+
+/// `herald.v1.PublishStreamRequest`, events undecoded.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PublishStreamFrame {
+    #[prost(uint64, tag = "1")]
+    pub sequence: u64,
+    #[prost(string, tag = "2")]
+    pub topic: String,
+    /// Each a `herald.v1.Event` message as sent.
+    #[prost(bytes = "bytes", repeated, tag = "3")]
+    pub events: Vec<Bytes>,
+}
+
+/// `herald.v1.PublishStreamResponse`, encoded from receipts. Only ever
+/// encoded; decoding one skips every field.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PublishStreamReply {
+    pub sequence: u64,
+    pub results: Vec<PublishReceipt>,
+    pub error: Option<ErrorDetail>,
+}
+
+/// `PublishStreamResponse` fields.
+const SEQUENCE: u32 = 1;
+const RESULTS: u32 = 2;
+const ERROR: u32 = 3;
+
+/// `PublishResult` fields.
+mod result {
+    pub const ID: u32 = 1;
+    pub const PARTITION: u32 = 2;
+    pub const OFFSET: u32 = 3;
+    pub const DUPLICATE: u32 = 4;
+    pub const PUBLISH_TIME: u32 = 5;
+}
+
+/// `google.protobuf.Timestamp` of `ms` since the epoch.
+fn timestamp_parts(ms: i64) -> (i64, i32) {
+    (
+        ms.div_euclid(1000),
+        (ms.rem_euclid(1000) * 1_000_000) as i32,
+    )
+}
+
+fn timestamp_len(ms: i64) -> usize {
+    let (seconds, nanos) = timestamp_parts(ms);
+    let mut len = 0;
+    if seconds != 0 {
+        len += key_len(1) + encoded_len_varint(seconds as u64);
+    }
+    if nanos != 0 {
+        len += key_len(2) + encoded_len_varint(nanos as i64 as u64);
+    }
+    len
+}
+
+fn result_len(r: &PublishReceipt) -> usize {
+    let mut len = 0;
+    if !r.id.is_empty() {
+        len += key_len(result::ID) + encoded_len_varint(r.id.len() as u64) + r.id.len();
+    }
+    if r.partition != 0 {
+        len += key_len(result::PARTITION) + encoded_len_varint(u64::from(r.partition));
+    }
+    if r.offset != 0 {
+        len += key_len(result::OFFSET) + encoded_len_varint(r.offset);
+    }
+    if r.duplicate {
+        len += key_len(result::DUPLICATE) + 1;
+    }
+    let time = timestamp_len(r.publish_time_ms);
+    len + key_len(result::PUBLISH_TIME) + encoded_len_varint(time as u64) + time
+}
+
+fn encode_result(r: &PublishReceipt, buf: &mut impl BufMut) {
+    if !r.id.is_empty() {
+        encode_key(result::ID, WireType::LengthDelimited, buf);
+        encode_varint(r.id.len() as u64, buf);
+        buf.put_slice(r.id.as_bytes());
+    }
+    if r.partition != 0 {
+        encode_key(result::PARTITION, WireType::Varint, buf);
+        encode_varint(u64::from(r.partition), buf);
+    }
+    if r.offset != 0 {
+        encode_key(result::OFFSET, WireType::Varint, buf);
+        encode_varint(r.offset, buf);
+    }
+    if r.duplicate {
+        encode_key(result::DUPLICATE, WireType::Varint, buf);
+        buf.put_u8(1);
+    }
+    encode_key(result::PUBLISH_TIME, WireType::LengthDelimited, buf);
+    encode_varint(timestamp_len(r.publish_time_ms) as u64, buf);
+    let (seconds, nanos) = timestamp_parts(r.publish_time_ms);
+    if seconds != 0 {
+        encode_key(1, WireType::Varint, buf);
+        encode_varint(seconds as u64, buf);
+    }
+    if nanos != 0 {
+        encode_key(2, WireType::Varint, buf);
+        encode_varint(nanos as i64 as u64, buf);
+    }
+}
+
+impl prost::Message for PublishStreamReply {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        if self.sequence != 0 {
+            encoding::uint64::encode(SEQUENCE, &self.sequence, buf);
+        }
+        for r in &self.results {
+            encode_key(RESULTS, WireType::LengthDelimited, buf);
+            encode_varint(result_len(r) as u64, buf);
+            encode_result(r, buf);
+        }
+        if let Some(error) = &self.error {
+            encoding::message::encode(ERROR, error, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        let mut len = 0;
+        if self.sequence != 0 {
+            len += encoding::uint64::encoded_len(SEQUENCE, &self.sequence);
+        }
+        for r in &self.results {
+            let n = result_len(r);
+            len += key_len(RESULTS) + encoded_len_varint(n as u64) + n;
+        }
+        if let Some(error) = &self.error {
+            len += encoding::message::encoded_len(ERROR, error);
+        }
+        len
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::convert::publish_results;
+    use crate::broker::EncodedEvent;
+    use herald::v1::{Event, PublishStreamRequest, PublishStreamResponse};
+    use proptest::prelude::*;
+    use prost::Message;
+
+    fn receipts(ids: &[String], partition: u32, offset: u64, ms: i64) -> Vec<PublishReceipt> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| PublishReceipt {
+                id: id.clone().into(),
+                partition,
+                offset: offset + i as u64,
+                duplicate: i % 2 == 1,
+                publish_time_ms: ms,
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// The hand encoding decodes, with prost's generated type, to what
+        /// the generated encoding of the same receipts would.
+        #[test]
+        fn reply_decodes_as_the_generated_response(
+            sequence in any::<u64>(),
+            ids in proptest::collection::vec("[a-z0-9-]{0,40}", 0..5),
+            partition in any::<u32>(),
+            offset in 0u64..u64::MAX / 2,
+            ms in -10_000_000_000_000i64..10_000_000_000_000,
+        ) {
+            let results = receipts(&ids, partition, offset, ms);
+            let reply = PublishStreamReply { sequence, results: results.clone(), error: None };
+            let bytes = reply.encode_to_vec();
+            prop_assert_eq!(bytes.len(), reply.encoded_len());
+            let generated = PublishStreamResponse {
+                sequence,
+                results: publish_results(results),
+                error: None,
+            };
+            prop_assert_eq!(PublishStreamResponse::decode(&bytes[..]).unwrap(), generated.clone());
+            prop_assert_eq!(bytes, generated.encode_to_vec());
+        }
+    }
+
+    #[test]
+    fn reply_with_an_error_decodes() {
+        let error = ErrorDetail {
+            code: 3,
+            message: "nope".into(),
+            ..ErrorDetail::default()
+        };
+        let reply = PublishStreamReply {
+            sequence: 7,
+            results: Vec::new(),
+            error: Some(error.clone()),
+        };
+        let decoded = PublishStreamResponse::decode(&reply.encode_to_vec()[..]).unwrap();
+        assert_eq!(decoded.sequence, 7);
+        assert_eq!(decoded.error, Some(error));
+    }
+
+    #[test]
+    fn frame_keeps_the_events_as_sent() {
+        let events = vec![
+            Event {
+                id: "a".into(),
+                data: Bytes::from_static(b"one"),
+                ..Event::default()
+            },
+            Event {
+                r#type: "t".into(),
+                ..Event::default()
+            },
+        ];
+        let request = PublishStreamRequest {
+            sequence: 3,
+            topic: "orders".into(),
+            events: events.clone(),
+        };
+        let frame = PublishStreamFrame::decode(&request.encode_to_vec()[..]).unwrap();
+        assert_eq!((frame.sequence, frame.topic.as_str()), (3, "orders"));
+        let parsed: Vec<Event> = frame
+            .events
+            .into_iter()
+            .map(|b| EncodedEvent::parse(b).unwrap().decode())
+            .collect();
+        assert_eq!(parsed, events);
+    }
+}
