@@ -111,7 +111,9 @@ func (s *schedule) take(max int) []int64 {
 	}
 	s.mu.Lock()
 	first := s.due(s.next)
-	if first-s.start >= s.duration {
+	// An open loop that fell behind stops at the end of the run too, rather
+	// than sending its backlog late (`herald bench subscribe` sends it).
+	if first-s.start >= s.duration || s.clk.now()-s.start >= s.duration {
 		s.mu.Unlock()
 		return nil
 	}
