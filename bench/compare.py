@@ -360,7 +360,8 @@ def machine():
         "kernel": platform.release(),
         "fs": f"{tmpdir}: {' on '.join(fs)}",
         "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "herald": f"{sh([HERALD, '--version'])} ({HERALD})",
+        "herald": f"{sh([HERALD, '--version'])} ({HERALD}, built "
+                  f"{datetime.datetime.fromtimestamp(os.path.getmtime(HERALD), datetime.timezone.utc):%Y-%m-%d %H:%M UTC})",
         "nats-server": sh([NATS_SERVER, "--version"]),
         "natscli": sh([NATS, "--version"]),
         "redis": sh([REDIS_SERVER, "--version"]).split(" sha=")[0],
@@ -407,7 +408,7 @@ def render(results, disk, mach, started, finished):
     out(f"Machine: {mach['nproc']} cores, {mach['cpu']}, kernel {mach['kernel']}, "
         f"temp dir {mach['fs']}, load average at start {mach['load']}, at end "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}.")
-    out(f"Tools: herald {mach['herald']}; {mach['nats-server']}; natscli {mach['natscli']}; "
+    out(f"Tools: {mach['herald']}; {mach['nats-server']}; natscli {mach['natscli']}; "
         f"{mach['redis']}; {mach['fio']}; {mach['peers']}.")
     out("")
     if disk:
@@ -498,14 +499,16 @@ def render(results, disk, mach, started, finished):
         row(f"durable {s} B publish→deliver at {LATENCY_RATE:,}/s: p99 ≤ 2 ms and p99.9 ≤ 5 ms",
             f"p99 {fmt_us(p99)}, p99.9 {fmt_us(p999)}" if ok is not None else "-", ok)
     out("")
-    out("All runs, in run order (figure: events/s, or p99 for latency; RSS MB; CPU s per 1M events):")
+    out("All runs, in run order (figure: events/s, delivered for pubsub, or p99 for latency; "
+        "RSS MB; CPU s per 1M events; pubsub: the closed-loop publishers' rate):")
     out("")
     for (w, t, s, x), runs in sorted(results.items(), key=lambda kv: (WORKLOADS.index(kv[0][0]),
                                                                     TIERS.index(kv[0][1]), kv[0][2],
                                                                     SYSTEMS.index(kv[0][3]))):
         def one(r):
             fig = fmt_us(r["figure"]) if w == "latency" else fmt_n(r["figure"])
-            return f"{fig} ({fmt_f(r.get('rss_mb'), 0)} MB, {fmt_f(r.get('cpu_per_m'))} s)"
+            pub = f", published {fmt_n(r['published_per_sec'])}/s" if w == "pubsub" else ""
+            return f"{fig} ({fmt_f(r.get('rss_mb'), 0)} MB, {fmt_f(r.get('cpu_per_m'))} s{pub})"
         out(f"- {w}, {TIER_NAMES[t]}, {s} B, {x}: " + (", ".join(one(r) for r in runs) or "failed"))
     return "\n".join(L) + "\n"
 

@@ -8,10 +8,11 @@
 #
 #     bench/compare.sh
 #
-# Expected time of the default run on the 2-core dev VM: ~22 minutes
+# Expected time of the default run on the 2-core dev VM: ~20 minutes
 # (3 workloads x 2 tiers x 2 sizes x 3 systems x 3 reps = 108 runs of
 # DURATION=8 s plus ~2-7 s each for server start, consumer drain and the
-# count-based tools, and ~30 s of disk baseline). A smoke run:
+# count-based tools, and ~30 s of disk baseline; a DURATION=3 REPS=1 smoke
+# run, 36 runs, took 2.1 min). A smoke run:
 #     HERALD_BIN=/work/main/target/release/herald DURATION=3 REPS=1 WRITE=0 bench/compare.sh
 #
 # Env knobs (defaults):
