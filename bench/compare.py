@@ -300,7 +300,7 @@ LOADS = {
 
 # --- disk baseline ---------------------------------------------------------
 
-def disk_baseline():
+def disk_baseline(when):
     """Sequential write with an fdatasync after every block, MB/s (10^6) per
     block size, in a temp dir on the file system of the servers' data dirs."""
     tmp = tempfile.mkdtemp(prefix="herald-cmp-disk-")
@@ -323,9 +323,9 @@ def disk_baseline():
                     secs = float(re.search(r"copied, ([\d.]+) s", r.stderr).group(1))
                     res[bs] = int(m.group(1)) / secs / 1e6
                     os.unlink(f"{tmp}/dd")
-                log(f"[disk] {bs}: {res[bs]:.1f} MB/s")
+                log(f"[disk {when}] {bs}: {res[bs]:.1f} MB/s")
             except Exception as e:
-                log(f"[disk] {bs} FAILED: {e}")
+                log(f"[disk {when}] {bs} FAILED: {e}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return res
@@ -396,6 +396,11 @@ def fmt_ratio(r):
     return "-" if r is None else f"{r:,.1f}x"
 
 
+def disk_bw(disk):
+    """Disk fsync bandwidth: the highest MB/s of any block size, either pass."""
+    return max(max(v) for v in disk.values())
+
+
 def render(results, disk, mach, started, finished):
     L = []
     out = L.append
@@ -412,10 +417,10 @@ def render(results, disk, mach, started, finished):
         f"{mach['redis']}; {mach['fio']}; {mach['peers']}.")
     out("")
     if disk:
-        best = max(disk.values())
+        best = disk_bw(disk)
         out("Disk baseline, sequential write with fdatasync after every block "
-            f"({'fio' if FIO else 'dd oflag=dsync'}): "
-            + ", ".join(f"{bs} {v:,.1f} MB/s" for bs, v in disk.items())
+            f"({'fio' if FIO else 'dd oflag=dsync'}), before / after the runs: "
+            + ", ".join(f"{bs} " + " / ".join(f"{x:,.1f}" for x in v) + " MB/s" for bs, v in disk.items())
             + f" — disk fsync bandwidth **{best:,.1f} MB/s** (the highest).")
         out("")
 
@@ -446,7 +451,7 @@ def render(results, disk, mach, started, finished):
                 if h:
                     out("")
                     out(f"Herald durable 1 KiB publish: {h * 1024 / 1e6:,.1f} MB/s = "
-                        f"**{h * 1024 / 1e6 / max(disk.values()) * 100:.0f} %** of the disk fsync bandwidth.")
+                        f"**{h * 1024 / 1e6 / disk_bw(disk) * 100:.0f} %** of the disk fsync bandwidth.")
         else:
             out(f"| tier | event | system | published/s | p50 | p99 | p99.9 | max | RSS MB | CPU s per 1M events |")
             out("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -485,9 +490,9 @@ def render(results, disk, mach, started, finished):
         None if rn is None else rn >= 100)
     h1k = m("publish", "fsync", 1024, "herald")
     if h1k and disk:
-        pct = h1k * 1024 / 1e6 / max(disk.values()) * 100
+        pct = h1k * 1024 / 1e6 / disk_bw(disk) * 100
         row("durable 1 KiB publish ≥ 70 % of disk fsync bandwidth",
-            f"{h1k * 1024 / 1e6:,.1f} MB/s of {max(disk.values()):,.1f} MB/s = {pct:.0f} %", pct >= 70)
+            f"{h1k * 1024 / 1e6:,.1f} MB/s of {disk_bw(disk):,.1f} MB/s = {pct:.0f} %", pct >= 70)
     else:
         row("durable 1 KiB publish ≥ 70 % of disk fsync bandwidth", "-", None)
     for s in SIZES:
@@ -535,9 +540,10 @@ def main():
     results = {}  # (workload, tier, size, system) -> [ {figure, rss_mb, cpu_per_m, ...} ]
     last_rate = {}
     failures = 0
-    disk = {}
+    disk = {}  # block size -> [MB/s before the runs, after them]
     try:
-        disk = disk_baseline()
+        for bs, v in disk_baseline("before").items():
+            disk.setdefault(bs, []).append(v)
         for w in WORKLOADS:
             for tier in TIERS:
                 for size in SIZES:
@@ -566,6 +572,9 @@ def main():
                                 f"CPU {fmt_f(extra['cpu_per_m'])} s/1M events "
                                 f"(count {count if w == 'publish' and system != 'herald' else '-'}, "
                                 f"load1 {os.getloadavg()[0]:.1f})")
+        # The disk is shared and noisy: a second pass, and the best of both counts.
+        for bs, v in disk_baseline("after").items():
+            disk.setdefault(bs, []).append(v)
     finally:
         stop_all()
     text = render(results, disk, mach, started, time.time())

@@ -10,8 +10,8 @@
 #
 # Expected time of the default run on the 2-core dev VM: ~20 minutes
 # (3 workloads x 2 tiers x 2 sizes x 3 systems x 3 reps = 108 runs of
-# DURATION=8 s plus ~2-7 s each for server start, consumer drain and the
-# count-based tools, and ~30 s of disk baseline; a DURATION=3 REPS=1 smoke
+# DURATION=8 s plus ~1-5 s each for server start, consumer drain and the
+# count-based tools, and ~1 min of disk baseline; a DURATION=3 REPS=1 smoke
 # run, 36 runs, took 2.1 min). A smoke run:
 #     HERALD_BIN=/work/main/target/release/herald DURATION=3 REPS=1 WRITE=0 bench/compare.sh
 #
@@ -124,10 +124,12 @@
 #  In pubsub and latency the consumer may drain for up to 5 s after the
 #  window (both tools), so late events count in the latency tail.
 #
-# Disk baseline, run first: `fio --rw=write --bs={4k,64k,1m} --size=256m
-# --fdatasync=1 --runtime=DURATION` in a temp dir on the same file system as
-# the data dirs (dd oflag=dsync if fio is absent); the highest MB/s (10^6) is
-# "disk fsync bandwidth", and Herald's durable 1 KiB publish (events/s x 1024)
+# Disk baseline, run before and again after all the runs (this VM's disk is
+# shared and its figures swing 2x between minutes): `fio --rw=write
+# --bs={4k,64k,1m} --size=256m --fdatasync=1 --runtime=DURATION` in a temp dir
+# on the same file system as the data dirs (dd oflag=dsync if fio is absent);
+# the highest MB/s (10^6) of any block size and either pass is "disk fsync
+# bandwidth", and Herald's durable 1 KiB publish (payload: events/s x 1024)
 # is shown as a % of it.
 #
 # Server CPU per 1M events = (utime+stime delta over the whole load
