@@ -268,14 +268,17 @@ func run(o options, system string, b broker) Report {
 
 	stop := make(chan struct{})
 	consumerDone := make(chan struct{})
-	var consumerHist = newHistogram()
+	consumerHist := newHistogram()
+	var consumerMu sync.Mutex // uncontended; a client library may call back after it stops
 	go func() {
 		defer close(consumerDone)
 		err := b.consume(stop, func(stamp int64, ok bool) {
 			t.delivered.Add(1)
 			t.acks.Add(1)
 			if ok {
+				consumerMu.Lock()
 				record(consumerHist, clk.now()-stamp)
+				consumerMu.Unlock()
 			}
 		})
 		if err != nil {
@@ -339,7 +342,9 @@ func run(o options, system string, b broker) Report {
 	}
 	close(stop)
 	<-consumerDone
+	consumerMu.Lock()
 	deliver.merge(consumerHist)
+	consumerMu.Unlock()
 	b.close()
 
 	r := report(o, system, &t, window.Seconds(), deliver, pubLat)

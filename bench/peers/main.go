@@ -40,7 +40,7 @@ func main() {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to publish")
 	fs.Float64Var(&o.rate, "rate", 0, "open-loop publish rate in events/s over all producers; 0: closed loop, as fast as the window allows")
 	fs.IntVar(&o.producers, "producers", 4, "publisher connections")
-	fs.IntVar(&o.window, "window", 512, "events in flight per producer: unacknowledged async publishes (NATS), XADDs per pipeline (Redis)")
+	fs.IntVar(&o.window, "window", 100, "events in flight per producer: unacknowledged async publishes (NATS), XADDs per pipeline (Redis)")
 	fs.IntVar(&o.fetch, "fetch", 1000, "consumer: max ack pending and pull batch (NATS), XREADGROUP COUNT (Redis)")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
 	_ = fs.Parse(os.Args[2:])
