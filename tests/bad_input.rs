@@ -307,6 +307,91 @@ async fn overlong_event_id_is_refused() {
     assert_eq!(stats(&client, "keep").await, before);
 }
 
+/// PublishStream with events given as raw bytes, as a misbehaving
+/// producer could send them; answers decoded with the generated type.
+async fn raw_publish_stream(
+    server: &Herald,
+    requests: Vec<herald_server::api::wire::PublishStreamFrame>,
+) -> Vec<PublishStreamResponse> {
+    let channel = tonic::transport::Endpoint::from_shared(server.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<
+        herald_server::api::wire::PublishStreamFrame,
+        PublishStreamResponse,
+    >::default();
+    let mut answers = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::iter(requests)),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/herald.v1.Publisher/PublishStream",
+            ),
+            codec,
+        )
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let mut all = Vec::new();
+    while let Some(answer) = answers.message().await.expect("stream stays healthy") {
+        all.push(answer);
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_event_bytes_refuse_their_request_and_the_stream_goes_on() {
+    use herald_server::api::wire::PublishStreamFrame;
+    use prost::Message;
+    let (server, _dir) = Herald::start(&[]);
+    let client = server.client().await;
+    let before = seed(&client).await;
+    let good = bytes::Bytes::from(event("", 10).encode_to_vec());
+    let cases: [(&[u8], &str); 3] = [
+        // `type` (field 3) that is not UTF-8
+        (&[0x1a, 0x02, 0xff, 0xfe], "field 3 (type) is not UTF-8"),
+        // `id` (field 1) sent as a varint
+        (&[0x08, 0x01], "field 1 (id) has wire type Varint"),
+        // `data` (field 10) claiming more bytes than the event has
+        (&[0x52, 0x09, b'x'], "claims 9 bytes"),
+    ];
+    let mut requests: Vec<PublishStreamFrame> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (bad, _))| PublishStreamFrame {
+            sequence: i as u64,
+            topic: "keep".into(),
+            events: vec![good.clone(), bytes::Bytes::from_static(bad)],
+        })
+        .collect();
+    requests.push(PublishStreamFrame {
+        sequence: 99,
+        topic: "keep".into(),
+        events: vec![good.clone()],
+    });
+    let answers = raw_publish_stream(&server, requests).await;
+    assert_eq!(answers.len(), cases.len() + 1, "{answers:?}");
+    for (answer, (_, mentions)) in answers.iter().zip(cases) {
+        let error = answer.error.as_ref().expect("refused");
+        assert_eq!(error.grpc_code, tonic::Code::InvalidArgument as i32, "{error:?}");
+        assert_eq!(error.code, ErrorCode::InvalidEvent as i32, "{error:?}");
+        assert!(
+            error.message.contains("event 1 is invalid") && error.message.contains(mentions),
+            "{:?} should name the event and mention {mentions:?}",
+            error.message
+        );
+        assert!(answer.results.is_empty());
+    }
+    // The stream went on: the last request was stored, and only it.
+    let last = answers.last().unwrap();
+    assert_eq!((last.sequence, last.error.as_ref()), (99, None));
+    assert_eq!(last.results.len(), 1);
+    assert_eq!(stats(&client, "keep").await.event_count, before.event_count + 1);
+}
+
 /// A tmpfs of `size` mounted for the test, unmounted on drop.
 struct Tmpfs(tempfile::TempDir);
 
