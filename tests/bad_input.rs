@@ -376,7 +376,11 @@ async fn malformed_event_bytes_refuse_their_request_and_the_stream_goes_on() {
     assert_eq!(answers.len(), cases.len() + 1, "{answers:?}");
     for (answer, (_, mentions)) in answers.iter().zip(cases) {
         let error = answer.error.as_ref().expect("refused");
-        assert_eq!(error.grpc_code, tonic::Code::InvalidArgument as i32, "{error:?}");
+        assert_eq!(
+            error.grpc_code,
+            tonic::Code::InvalidArgument as i32,
+            "{error:?}"
+        );
         assert_eq!(error.code, ErrorCode::InvalidEvent as i32, "{error:?}");
         assert!(
             error.message.contains("event 1 is invalid") && error.message.contains(mentions),
@@ -389,7 +393,10 @@ async fn malformed_event_bytes_refuse_their_request_and_the_stream_goes_on() {
     let last = answers.last().unwrap();
     assert_eq!((last.sequence, last.error.as_ref()), (99, None));
     assert_eq!(last.results.len(), 1);
-    assert_eq!(stats(&client, "keep").await.event_count, before.event_count + 1);
+    assert_eq!(
+        stats(&client, "keep").await.event_count,
+        before.event_count + 1
+    );
 }
 
 /// A tmpfs of `size` mounted for the test, unmounted on drop.
