@@ -300,6 +300,9 @@ LOADS = {
 
 # --- disk baseline ---------------------------------------------------------
 
+SYNC_LATENCY_MS = []  # fio 4k fdatasync latency percentiles, one dict per pass
+
+
 def disk_baseline(when):
     """Sequential write with an fdatasync after every block, MB/s (10^6) per
     block size, in a temp dir on the file system of the servers' data dirs."""
@@ -313,7 +316,16 @@ def disk_baseline(when):
                                "--fdatasync=1", "--ioengine=psync", f"--runtime={int(max(DURATION, 3))}",
                                f"--directory={tmp}", "--unlink=1", "--output-format=json"],
                               DURATION + 120, pin=False)
-                    res[bs] = json.loads(out[out.index("{"):])["jobs"][0]["write"]["bw_bytes"] / 1e6
+                    job = json.loads(out[out.index("{"):])["jobs"][0]
+                    res[bs] = job["write"]["bw_bytes"] / 1e6
+                    if bs == "4k":
+                        # One fdatasync of a small write: the floor under any
+                        # durable publish's latency (a publish may wait for
+                        # the fsync in progress, then its own).
+                        pct = job["sync"]["lat_ns"]["percentile"]
+                        SYNC_LATENCY_MS.append({q: pct[k] / 1e6 for q, k in
+                                                (("p50", "50.000000"), ("p99", "99.000000"),
+                                                 ("p99.9", "99.900000"))})
                 else:
                     n = {"4k": 4096, "64k": 1024, "1m": 64}.get(bs, 64)
                     r = subprocess.run(["dd", "if=/dev/zero", f"of={tmp}/dd", f"bs={bs.upper()}",
@@ -422,6 +434,11 @@ def render(results, disk, mach, started, finished):
             f"({'fio' if FIO else 'dd oflag=dsync'}), before / after the runs: "
             + ", ".join(f"{bs} " + " / ".join(f"{x:,.1f}" for x in v) + " MB/s" for bs, v in disk.items())
             + f" — disk fsync bandwidth **{best:,.1f} MB/s** (the highest).")
+        if SYNC_LATENCY_MS:
+            out("fdatasync latency of one 4 KiB write (fio, before / after): "
+                + ", ".join(f"{q} " + " / ".join(f"{d[q]:.2f}" for d in SYNC_LATENCY_MS) + " ms"
+                            for q in ("p50", "p99", "p99.9"))
+                + " — a durable publish waits for up to two of these.")
         out("")
 
     def m(w, t, s, sysname, key=None):

@@ -1,8 +1,9 @@
-//! Generates the server side of `herald.v1.Publisher` with the request and
-//! response types of `api::wire`, which PublishStream reads and writes in
-//! place (events kept as the bytes the producer sent, results encoded
-//! straight from the broker's receipts). The wire format is exactly
-//! `proto/herald/v1/publisher.proto`'s; clients keep the prost types.
+//! Generates the server side of `herald.v1.Publisher` and
+//! `herald.v1.Subscriber` with the message types of `api::wire`, which move
+//! events as bytes (kept as the producer sent them, delivered as stored) and
+//! encode publish results straight from the broker's receipts. The wire
+//! format is exactly `proto/herald/v1/*.proto`'s; clients keep the prost
+//! types.
 
 fn main() {
     let method = |name: &str, route: &str, input: &str, output: &str| {
@@ -37,7 +38,32 @@ fn main() {
             .build(),
         )
         .build();
+    let subscriber = tonic_build::manual::Service::builder()
+        .name("Subscriber")
+        .package("herald.v1")
+        .method(
+            method(
+                "read",
+                "Read",
+                "herald::v1::ReadRequest",
+                "crate::api::wire::ReadReply",
+            )
+            .server_streaming()
+            .build(),
+        )
+        .method(
+            method(
+                "subscribe",
+                "Subscribe",
+                "herald::v1::SubscribeRequest",
+                "crate::api::wire::SubscribeReply",
+            )
+            .client_streaming()
+            .server_streaming()
+            .build(),
+        )
+        .build();
     tonic_build::manual::Builder::new()
         .build_client(false)
-        .compile(&[publisher]);
+        .compile(&[publisher, subscriber]);
 }

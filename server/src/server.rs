@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::api::publisher_service::publisher_server::PublisherServer;
+use crate::api::subscriber_service::subscriber_server::SubscriberServer;
 use herald::v1::admin_server::AdminServer;
-use herald::v1::subscriber_server::SubscriberServer;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use herald::v1;
 
+use super::wire::WireDelivered;
 use crate::broker::subscription::{
     RedeliveryPolicy, SubscriptionInfo, SubscriptionKind, SubscriptionSpec, SubscriptionStats,
 };
@@ -128,27 +129,27 @@ pub fn topic_stats(stats: &TopicStats) -> v1::TopicStats {
     }
 }
 
-/// A stored record as a delivered (or read) event. The payload is the
-/// encoded envelope the broker stored at publish.
+/// A stored record as a delivered (or read) event: the stored bytes are the
+/// `herald.v1.Event` checked at publish, sent on as they are. `topic` is the
+/// topic name's bytes, shared by every delivery.
 pub fn delivered_event(
-    topic: &str,
+    topic: &bytes::Bytes,
     partition: u32,
     record: &crate::storage::StoredRecord,
     delivery_attempt: u32,
     ack_handle: String,
     epoch: u64,
-) -> Result<v1::DeliveredEvent, prost::DecodeError> {
-    let event = <v1::Event as prost::Message>::decode(record.payload.clone())?;
-    Ok(v1::DeliveredEvent {
-        event: Some(event),
-        topic: topic.to_owned(),
+) -> WireDelivered {
+    WireDelivered {
+        event: record.payload.clone(),
+        topic: topic.clone(),
         partition,
         offset: record.offset,
         publish_time: Some(timestamp(record.timestamp_ms)),
         delivery_attempt,
         ack_handle,
         epoch,
-    })
+    }
 }
 
 /// A request's position; `default` when unset.

@@ -256,29 +256,6 @@ pub fn invalid_request(message: impl Into<String>) -> tonic::Status {
     ))
 }
 
-/// A stored record whose payload is not an event envelope: the broker only
-/// stores envelopes it encoded, so this is corruption, not a client error.
-pub fn undecodable_event(
-    topic: &str,
-    partition: u32,
-    offset: u64,
-    error: &prost::DecodeError,
-) -> tonic::Status {
-    tracing::error!(topic, partition, offset, %error, "stored event does not decode");
-    status_with_detail(&error_detail(
-        Code::Internal,
-        ErrorCode::StorageFailure,
-        format!(
-            "the event stored in topic {topic:?} partition {partition} at offset {offset} does not decode: {error}"
-        ),
-        [
-            ("topic".to_owned(), topic.to_owned()),
-            ("partition".to_owned(), partition.to_string()),
-            ("offset".to_owned(), offset.to_string()),
-        ],
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

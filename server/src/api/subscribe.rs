@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use herald::v1::subscribe_request::Request as ClientMessage;
-use herald::v1::subscribe_response::Response as ServerMessage;
 use herald::v1::{
-    AckResult, ActiveStatus, Attach, Attached, ErrorCode, EventBatch, FlowStatus, SubscribeRequest,
-    SubscribeResponse, flow_status,
+    AckResult, ActiveStatus, Attach, Attached, ErrorCode, FlowStatus, SubscribeRequest, flow_status,
 };
 use herald::{error_detail, status_with_detail};
 use tokio::sync::mpsc;
@@ -16,8 +15,10 @@ use tonic::{Code, Status, Streaming};
 
 use super::ApiContext;
 use super::convert::{delivered_event, subscription_kind_to_proto, subscription_spec};
-use super::status::{to_status, undecodable_event};
+use super::status::to_status;
 use super::subscriber::chunks;
+use super::wire::subscribe_reply::Response as ServerMessage;
+use super::wire::{SubscribeReply as SubscribeResponse, WireEventBatch as EventBatch};
 use crate::broker::subscription::{AttachOptions, Consumer, ConsumerEvent, HeldReason};
 use crate::broker::{BrokerError, Position};
 
@@ -97,6 +98,7 @@ pub(super) async fn drive_subscribe(
         return;
     }
     let max_bytes = ctx.broker.config().max_request_bytes;
+    let topic = Bytes::from(attach.topic.clone());
     loop {
         tokio::select! {
             biased;
@@ -117,7 +119,7 @@ pub(super) async fn drive_subscribe(
             },
             event = consumer.events.recv() => {
                 let Some(event) = event else { return };
-                match deliver(&attach.topic, event, max_bytes) {
+                match deliver(&topic, event, max_bytes) {
                     Ok(responses) => {
                         for r in responses {
                             if tx.send(r).await.is_err() {
@@ -223,21 +225,18 @@ async fn handle_request(
 
 /// A subscription event as stream responses.
 fn deliver(
-    topic: &str,
+    topic: &Bytes,
     event: ConsumerEvent,
     max_bytes: usize,
 ) -> Result<Vec<Result<SubscribeResponse, Status>>, Status> {
     Ok(match event {
         ConsumerEvent::Events(records) => {
-            let mut events = Vec::with_capacity(records.len());
-            for d in records {
-                let event =
+            let events = records
+                .into_iter()
+                .map(|d| {
                     delivered_event(topic, d.partition, &d.record, d.attempt, d.handle, d.epoch)
-                        .map_err(|error| {
-                            undecodable_event(topic, d.partition, d.record.offset, &error)
-                        })?;
-                events.push(event);
-            }
+                })
+                .collect();
             chunks(events, max_bytes)
                 .into_iter()
                 .map(|events| response(ServerMessage::Events(EventBatch { events })))

@@ -3,8 +3,8 @@
 
 use std::pin::Pin;
 
-use herald::v1::subscriber_server::Subscriber;
-use herald::v1::{DeliveredEvent, ReadRequest, ReadResponse, SubscribeRequest, SubscribeResponse};
+use bytes::Bytes;
+use herald::v1::{ReadRequest, SubscribeRequest};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -12,7 +12,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::ApiContext;
 use super::convert::{delivered_event, position};
-use super::status::{to_status, undecodable_event};
+use super::status::to_status;
+use super::subscriber_service::subscriber_server::Subscriber;
+use super::wire::{ReadReply as ReadResponse, SubscribeReply as SubscribeResponse, WireDelivered};
 use crate::broker::reader::{ReadOptions, Reader};
 use crate::broker::{BrokerError, Position};
 use crate::metrics::connections::StreamKind;
@@ -96,6 +98,7 @@ async fn drive_read(
     tx: mpsc::Sender<Result<ReadResponse, Status>>,
 ) {
     let max_response_bytes = ctx.broker.config().max_request_bytes;
+    let topic_bytes = Bytes::from(topic);
     let end = loop {
         let batch = tokio::select! {
             biased;
@@ -110,11 +113,7 @@ async fn drive_read(
             Some(Err(error)) => break Some(to_status(&error)),
             Some(Ok(batch)) => batch,
         };
-        let responses = match responses(&topic, partition, &records, max_response_bytes) {
-            Ok(responses) => responses,
-            Err(status) => break Some(status),
-        };
-        for response in responses {
+        for response in responses(&topic_bytes, partition, &records, max_response_bytes) {
             tokio::select! {
                 biased;
                 _ = ctx.shutdown.cancelled() => {
@@ -135,30 +134,27 @@ async fn drive_read(
 /// One partition's records as read responses, split so none exceeds the
 /// server's message limit.
 fn responses(
-    topic: &str,
+    topic: &Bytes,
     partition: u32,
     records: &[StoredRecord],
     max_bytes: usize,
-) -> Result<Vec<ReadResponse>, Status> {
+) -> Vec<ReadResponse> {
     let events = records
         .iter()
-        .map(|record| {
-            delivered_event(topic, partition, record, 0, String::new(), 0)
-                .map_err(|error| undecodable_event(topic, partition, record.offset, &error))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(chunks(events, max_bytes)
+        .map(|record| delivered_event(topic, partition, record, 0, String::new(), 0))
+        .collect();
+    chunks(events, max_bytes)
         .into_iter()
         .map(|events| ReadResponse { events })
-        .collect())
+        .collect()
 }
 
 /// Splits events into groups whose encoding stays under `max_bytes` (a
 /// single event larger than that goes alone).
-pub(super) fn chunks(events: Vec<DeliveredEvent>, max_bytes: usize) -> Vec<Vec<DeliveredEvent>> {
+pub(super) fn chunks(events: Vec<WireDelivered>, max_bytes: usize) -> Vec<Vec<WireDelivered>> {
     let budget = max_bytes.saturating_sub(RESPONSE_OVERHEAD);
     let mut groups = Vec::new();
-    let mut group: Vec<DeliveredEvent> = Vec::new();
+    let mut group: Vec<WireDelivered> = Vec::new();
     let mut bytes = 0;
     for event in events {
         let size = event.encoded_len() + 8;
@@ -177,9 +173,7 @@ pub(super) fn chunks(events: Vec<DeliveredEvent>, max_bytes: usize) -> Vec<Vec<D
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-    use herald::StatusExt;
-    use herald::v1::{ErrorCode, Event};
+    use herald::v1::Event;
 
     use super::*;
 
@@ -200,7 +194,7 @@ mod tests {
     #[test]
     fn responses_split_to_stay_under_the_message_limit() {
         let records: Vec<StoredRecord> = (0..10).map(|i| record(i, 1000)).collect();
-        let responses = responses("t", 0, &records, 4096).unwrap();
+        let responses = responses(&Bytes::from_static(b"t"), 0, &records, 4096);
         assert!(responses.len() > 1);
         for response in &responses {
             assert!(response.encoded_len() <= 4096, "{}", response.encoded_len());
@@ -214,17 +208,25 @@ mod tests {
         assert_eq!((first.delivery_attempt, first.ack_handle.as_str()), (0, ""));
     }
 
+    /// The stored bytes go out as they are, and a client decoding the
+    /// generated `ReadResponse` gets the event that was stored.
     #[test]
-    fn an_undecodable_record_is_internal_with_its_offset() {
-        let mut bad = record(3, 1);
-        bad.payload = Bytes::from_static(&[0xff, 0xff, 0xff]);
-        let status = responses("t", 1, &[record(2, 1), bad], 1 << 20).unwrap_err();
-        assert_eq!(status.code(), tonic::Code::Internal);
-        assert_eq!(status.herald_code(), ErrorCode::StorageFailure);
-        assert!(
-            status.message().contains("offset 3"),
-            "{}",
-            status.message()
-        );
+    fn stored_events_are_delivered_as_the_generated_type_decodes_them() {
+        let records = [record(5, 3), record(6, 0)];
+        let [response] = &responses(&Bytes::from_static(b"orders"), 2, &records, 1 << 20)[..]
+        else {
+            panic!("one response")
+        };
+        let decoded = herald::v1::ReadResponse::decode(&response.encode_to_vec()[..]).unwrap();
+        assert_eq!(decoded.events.len(), 2);
+        for (got, record) in decoded.events.iter().zip(&records) {
+            assert_eq!(
+                got.event,
+                Some(Event::decode(record.payload.clone()).unwrap())
+            );
+            assert_eq!((got.topic.as_str(), got.partition), ("orders", 2));
+            assert_eq!(got.offset, record.offset);
+            assert_eq!(got.publish_time.unwrap().seconds, 1);
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! PublishStream's messages as the server reads and writes them, on the
-//! wire exactly `herald.v1.PublishStreamRequest` and `PublishStreamResponse`.
+//! The messages of the event paths as the server reads and writes them, on
+//! the wire exactly `herald.v1.PublishStreamRequest`, `PublishStreamResponse`,
+//! `SubscribeResponse` and `ReadResponse`.
 //!
 //! The request keeps each event as the bytes the producer sent (a
 //! `repeated bytes` field has the same wire form as a repeated message, and
@@ -8,10 +9,13 @@
 //! straight from the broker's receipts instead of through a
 //! `v1::PublishResult` per event with its own id `String`. Together these
 //! take every per-event allocation of the generated types off the hottest
-//! path. `build.rs` generates the service with these types.
+//! path. Deliveries likewise carry the stored event bytes as they are
+//! (`bytes event = 1` is written exactly like `Event event = 1`) instead of
+//! decoding each stored event and encoding it again. `build.rs` generates
+//! the services with these types.
 
 use bytes::{Buf, BufMut, Bytes};
-use herald::v1::ErrorDetail;
+use herald::v1::{AckResult, ActiveStatus, Attached, ErrorDetail, FlowStatus};
 use prost::encoding::{
     self, DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, key_len,
 };
@@ -28,6 +32,72 @@ pub struct PublishStreamFrame {
     /// Each a `herald.v1.Event` message as sent.
     #[prost(bytes = "bytes", repeated, tag = "3")]
     pub events: Vec<Bytes>,
+}
+
+/// `herald.v1.DeliveredEvent` with the event as stored.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WireDelivered {
+    /// A `herald.v1.Event` message, checked when it was published. Never
+    /// empty: every stored event has an id.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub event: Bytes,
+    /// UTF-8; shared by every delivery of a topic instead of a `String` each.
+    #[prost(bytes = "bytes", tag = "2")]
+    pub topic: Bytes,
+    #[prost(uint32, tag = "3")]
+    pub partition: u32,
+    #[prost(uint64, tag = "4")]
+    pub offset: u64,
+    #[prost(message, optional, tag = "5")]
+    pub publish_time: Option<prost_types::Timestamp>,
+    #[prost(uint32, tag = "6")]
+    pub delivery_attempt: u32,
+    #[prost(string, tag = "7")]
+    pub ack_handle: String,
+    #[prost(uint64, tag = "8")]
+    pub epoch: u64,
+}
+
+/// `herald.v1.EventBatch`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WireEventBatch {
+    #[prost(message, repeated, tag = "1")]
+    pub events: Vec<WireDelivered>,
+}
+
+/// `herald.v1.ReadResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReadReply {
+    #[prost(message, repeated, tag = "1")]
+    pub events: Vec<WireDelivered>,
+}
+
+/// `herald.v1.SubscribeResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SubscribeReply {
+    #[prost(oneof = "subscribe_reply::Response", tags = "1, 2, 3, 4, 5, 6")]
+    pub response: Option<subscribe_reply::Response>,
+}
+
+/// The `response` oneof of [`SubscribeReply`].
+pub mod subscribe_reply {
+    use super::*;
+
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Response {
+        #[prost(message, tag = "1")]
+        Attached(Attached),
+        #[prost(message, tag = "2")]
+        Events(WireEventBatch),
+        #[prost(message, tag = "3")]
+        ActiveStatus(ActiveStatus),
+        #[prost(message, tag = "4")]
+        FlowStatus(FlowStatus),
+        #[prost(message, tag = "5")]
+        AckResult(AckResult),
+        #[prost(message, tag = "6")]
+        Error(ErrorDetail),
+    }
 }
 
 /// `herald.v1.PublishStreamResponse`, encoded from receipts. Only ever

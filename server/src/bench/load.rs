@@ -60,6 +60,32 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
     Ok(channel)
 }
 
+/// Opens a bidirectional stream at `path` (e.g.
+/// `/herald.v1.Publisher/PublishStream`) with message types of the caller's
+/// choosing: the benches send and receive the server's light wire types
+/// rather than the generated ones, so the load generator spends less of the
+/// cores it shares with the server.
+pub async fn open_stream<Req, Resp>(
+    channel: Channel,
+    path: &'static str,
+    requests: impl tokio_stream::Stream<Item = Req> + Send + 'static,
+) -> Result<tonic::Streaming<Resp>, tonic::Status>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    Ok(grpc
+        .streaming(tonic::Request::new(requests), path, codec)
+        .await?
+        .into_inner())
+}
+
 /// Opens `opts.connections` connections.
 pub async fn connect_all(opts: &LoadOptions) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::with_capacity(opts.connections);

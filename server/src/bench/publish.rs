@@ -249,19 +249,12 @@ async fn one_stream(
     };
 
     let answers = async {
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready()
-            .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let codec = tonic_prost::ProstCodec::<PublishStreamFrame, PublishStreamAnswer>::default();
-        let mut inbound = grpc
-            .streaming(
-                tonic::Request::new(ReceiverStream::new(rx)),
-                tonic::codegen::http::uri::PathAndQuery::from_static(PUBLISH_STREAM_PATH),
-                codec,
-            )
-            .await?
-            .into_inner();
+        let mut inbound = load::open_stream::<_, PublishStreamAnswer>(
+            channel,
+            PUBLISH_STREAM_PATH,
+            ReceiverStream::new(rx),
+        )
+        .await?;
         while let Some(answer) = inbound.message().await? {
             let origin = sent.lock().remove(&answer.sequence);
             window.add_permits(1);

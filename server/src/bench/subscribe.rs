@@ -19,11 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use herald::v1::subscribe_request::Request as ClientMessage;
-use herald::v1::subscribe_response::Response as ServerMessage;
-use herald::v1::subscriber_client::SubscriberClient;
 use herald::v1::{
-    Ack, Attach, Credit, DeliveredEvent, Event, Position, SubscribeRequest, SubscriptionType,
-    position,
+    Ack, Attach, Credit, Event, Position, SubscribeRequest, SubscriptionType, position,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -36,7 +33,11 @@ use super::progress::{Progress, Tally};
 use super::publish::{self, Batches};
 use super::rss::{RssSampler, RssSummary};
 use super::summary::{self, LatencySummary};
-use crate::broker::Fsync;
+use crate::api::wire::subscribe_reply::Response as ServerMessage;
+use crate::api::wire::{SubscribeReply, WireDelivered};
+use crate::broker::{EncodedEvent, Fsync};
+
+const SUBSCRIBE_PATH: &str = "/herald.v1.Subscriber/Subscribe";
 
 /// Longest a backlog may take to publish.
 const PREFILL_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -345,17 +346,13 @@ struct ConsumerLatencies {
 async fn attach(
     endpoint: &str,
     first: SubscribeRequest,
-) -> anyhow::Result<(
-    mpsc::Sender<SubscribeRequest>,
-    Streaming<herald::v1::SubscribeResponse>,
-)> {
+) -> anyhow::Result<(mpsc::Sender<SubscribeRequest>, Streaming<SubscribeReply>)> {
     let channel: Channel = load::connect(endpoint).await?;
     let (tx, rx) = mpsc::channel(64);
     tx.send(first).await?;
-    let mut inbound = SubscriberClient::new(channel)
-        .subscribe(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut inbound =
+        load::open_stream::<_, SubscribeReply>(channel, SUBSCRIBE_PATH, ReceiverStream::new(rx))
+            .await?;
     loop {
         match inbound.message().await?.and_then(|m| m.response) {
             Some(ServerMessage::Attached(_)) => return Ok((tx, inbound)),
@@ -370,7 +367,7 @@ async fn attach(
 /// the last acks, half-closes and waits for the server to end the stream.
 async fn consume(
     tx: mpsc::Sender<SubscribeRequest>,
-    mut inbound: Streaming<herald::v1::SubscribeResponse>,
+    mut inbound: Streaming<SubscribeReply>,
     mut pending: Option<PendingAcks>,
     shared: Arc<Shared>,
     stop: CancellationToken,
@@ -441,7 +438,7 @@ async fn consume(
 /// Counts and times one delivered batch, queueing its handles in `pending`;
 /// true when acks are due.
 fn received(
-    events: &[DeliveredEvent],
+    events: &[WireDelivered],
     shared: &Shared,
     latencies: &mut ConsumerLatencies,
     mut pending: Option<&mut PendingAcks>,
@@ -450,10 +447,13 @@ fn received(
     let wall = SystemTime::now();
     let (mut live, mut due) = (0u64, false);
     for delivered in events {
-        let event = delivered.event.as_ref();
-        if event.is_some_and(|e| e.r#type != PREFILL_TYPE) {
+        let event = EncodedEvent::parse(delivered.event.clone()).ok();
+        if event
+            .as_ref()
+            .is_some_and(|e| e.event_type() != PREFILL_TYPE)
+        {
             live += 1;
-            if let Some(sent) = event.and_then(|e| read_stamp(&e.data, shared.base)) {
+            if let Some(sent) = event.and_then(|e| read_stamp(e.data(), shared.base)) {
                 summary::record(&mut latencies.deliver, now.saturating_duration_since(sent));
             }
             if let Some(stored) = delivered

@@ -45,6 +45,7 @@ pub struct EncodedEvent {
     id: Range<usize>,
     key: Range<usize>,
     event_type: Range<usize>,
+    data: Range<usize>,
     /// Attributes carry `traceparent`.
     traced: bool,
 }
@@ -61,6 +62,7 @@ impl EncodedEvent {
             id: 0..0,
             key: 0..0,
             event_type: 0..0,
+            data: 0..0,
             traced: false,
             bytes,
         };
@@ -91,7 +93,7 @@ impl EncodedEvent {
                         .map_err(|e| malformed(format_args!("field 5 (time): {e}")))?;
                 }
                 tag::ATTRIBUTES => event.traced |= attribute_entry(value)?,
-                tag::DATA => {}
+                tag::DATA => event.data = range,
                 _ => {
                     utf8(value, field)?;
                     match field {
@@ -140,6 +142,11 @@ impl EncodedEvent {
     /// The CloudEvents type.
     pub fn event_type(&self) -> &str {
         self.str_at(&self.event_type)
+    }
+
+    /// The payload.
+    pub fn data(&self) -> &[u8] {
+        &self.bytes[self.data.clone()]
     }
 
     /// Whether the attributes carry a W3C `traceparent`.
@@ -297,6 +304,7 @@ mod tests {
         assert_eq!(event.id(), "evt-1");
         assert_eq!(event.key(), "k-1");
         assert_eq!(event.event_type(), "acme.thing.happened");
+        assert_eq!(event.data(), b"{\"x\":1}");
         assert!(event.traced());
         assert_eq!(event.attributes()["team"], "ops");
         assert_eq!(event.decode(), full_event());
@@ -379,6 +387,7 @@ mod tests {
                     prop_assert_eq!(ours.id(), event.id.as_str());
                     prop_assert_eq!(ours.key(), event.key.as_str());
                     prop_assert_eq!(ours.event_type(), event.r#type.as_str());
+                    prop_assert_eq!(ours.data(), &event.data[..]);
                     prop_assert_eq!(ours.traced(), event.attributes.contains_key("traceparent"));
                 }
                 Err(_) => prop_assert!(ours.is_err()),

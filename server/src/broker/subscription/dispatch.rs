@@ -9,10 +9,14 @@
 //! for key_shared) that cannot take its next event blocks its later events
 //! for the rest of a pass, so order within the unit holds.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+
+// aHash, not SipHash: these maps are touched several times per delivery,
+// and aHash is randomly keyed as well.
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use std::time::Duration;
 
 use tokio::time::Instant;

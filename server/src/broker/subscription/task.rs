@@ -3,11 +3,12 @@
 //! applies their acks, fires deadlines and delays, dead-letters, and
 //! persists the cursor in batches.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+// aHash, not SipHash: the cache is touched on every delivery and ack.
+use ahash::AHashMap as HashMap;
 use bytes::Bytes;
 use herald::v1::Event;
 use prost::Message;
