@@ -123,27 +123,46 @@ mod result {
     pub const PUBLISH_TIME: u32 = 5;
 }
 
-/// `google.protobuf.Timestamp` of `ms` since the epoch.
-fn timestamp_parts(ms: i64) -> (i64, i32) {
-    (
-        ms.div_euclid(1000),
-        (ms.rem_euclid(1000) * 1_000_000) as i32,
-    )
+/// A `publish_time` as encoded. Receipts of one batch share their
+/// millisecond, so it is worked out once per run of equal times rather than
+/// per result.
+#[derive(Clone, Copy)]
+struct PublishTime {
+    ms: i64,
+    seconds: i64,
+    nanos: i32,
+    /// Encoded length of the Timestamp message.
+    len: usize,
 }
 
-fn timestamp_len(ms: i64) -> usize {
-    let (seconds, nanos) = timestamp_parts(ms);
-    let mut len = 0;
-    if seconds != 0 {
-        len += key_len(1) + encoded_len_varint(seconds as u64);
+impl PublishTime {
+    fn of(ms: i64) -> Self {
+        let (seconds, nanos) = (
+            ms.div_euclid(1000),
+            (ms.rem_euclid(1000) * 1_000_000) as i32,
+        );
+        let mut len = 0;
+        if seconds != 0 {
+            len += key_len(1) + encoded_len_varint(seconds as u64);
+        }
+        if nanos != 0 {
+            len += key_len(2) + encoded_len_varint(nanos as i64 as u64);
+        }
+        PublishTime {
+            ms,
+            seconds,
+            nanos,
+            len,
+        }
     }
-    if nanos != 0 {
-        len += key_len(2) + encoded_len_varint(nanos as i64 as u64);
+
+    /// `self` if it is `ms`'s, else `ms`'s.
+    fn at(self, ms: i64) -> Self {
+        if self.ms == ms { self } else { Self::of(ms) }
     }
-    len
 }
 
-fn result_len(r: &PublishReceipt) -> usize {
+fn result_len(r: &PublishReceipt, time: &PublishTime) -> usize {
     let mut len = 0;
     if !r.id.is_empty() {
         len += key_len(result::ID) + encoded_len_varint(r.id.len() as u64) + r.id.len();
@@ -157,11 +176,10 @@ fn result_len(r: &PublishReceipt) -> usize {
     if r.duplicate {
         len += key_len(result::DUPLICATE) + 1;
     }
-    let time = timestamp_len(r.publish_time_ms);
-    len + key_len(result::PUBLISH_TIME) + encoded_len_varint(time as u64) + time
+    len + key_len(result::PUBLISH_TIME) + encoded_len_varint(time.len as u64) + time.len
 }
 
-fn encode_result(r: &PublishReceipt, buf: &mut impl BufMut) {
+fn encode_result(r: &PublishReceipt, time: &PublishTime, buf: &mut impl BufMut) {
     if !r.id.is_empty() {
         encode_key(result::ID, WireType::LengthDelimited, buf);
         encode_varint(r.id.len() as u64, buf);
@@ -180,15 +198,14 @@ fn encode_result(r: &PublishReceipt, buf: &mut impl BufMut) {
         buf.put_u8(1);
     }
     encode_key(result::PUBLISH_TIME, WireType::LengthDelimited, buf);
-    encode_varint(timestamp_len(r.publish_time_ms) as u64, buf);
-    let (seconds, nanos) = timestamp_parts(r.publish_time_ms);
-    if seconds != 0 {
+    encode_varint(time.len as u64, buf);
+    if time.seconds != 0 {
         encode_key(1, WireType::Varint, buf);
-        encode_varint(seconds as u64, buf);
+        encode_varint(time.seconds as u64, buf);
     }
-    if nanos != 0 {
+    if time.nanos != 0 {
         encode_key(2, WireType::Varint, buf);
-        encode_varint(nanos as i64 as u64, buf);
+        encode_varint(time.nanos as i64 as u64, buf);
     }
 }
 
@@ -197,10 +214,12 @@ impl prost::Message for PublishStreamReply {
         if self.sequence != 0 {
             encoding::uint64::encode(SEQUENCE, &self.sequence, buf);
         }
+        let mut time = PublishTime::of(0);
         for r in &self.results {
+            time = time.at(r.publish_time_ms);
             encode_key(RESULTS, WireType::LengthDelimited, buf);
-            encode_varint(result_len(r) as u64, buf);
-            encode_result(r, buf);
+            encode_varint(result_len(r, &time) as u64, buf);
+            encode_result(r, &time, buf);
         }
         if let Some(error) = &self.error {
             encoding::message::encode(ERROR, error, buf);
@@ -222,8 +241,10 @@ impl prost::Message for PublishStreamReply {
         if self.sequence != 0 {
             len += encoding::uint64::encoded_len(SEQUENCE, &self.sequence);
         }
+        let mut time = PublishTime::of(0);
         for r in &self.results {
-            let n = result_len(r);
+            time = time.at(r.publish_time_ms);
+            let n = result_len(r, &time);
             len += key_len(RESULTS) + encoded_len_varint(n as u64) + n;
         }
         if let Some(error) = &self.error {
@@ -254,7 +275,8 @@ mod tests {
                 partition,
                 offset: offset + i as u64,
                 duplicate: i % 2 == 1,
-                publish_time_ms: ms,
+                // runs of equal times, then a change
+                publish_time_ms: ms + (i as i64 / 2) * 999,
             })
             .collect()
     }

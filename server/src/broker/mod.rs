@@ -498,6 +498,7 @@ impl Broker {
         // After validation, so a refused batch costs nothing more. Events
         // the broker names get their id appended, all in one buffer.
         let mut assigned = BytesMut::with_capacity(assigned_bytes);
+        let mut ids = encoded_event::IdMinter::new();
         let mut groups: Vec<(Vec<usize>, Vec<NewRecord>, usize)> = (0..partition_count)
             .map(|_| (Vec::new(), Vec::new(), 0))
             .collect();
@@ -507,7 +508,8 @@ impl Broker {
             // makes up is new by construction, and remembering it would
             // cost memory and time for nothing.
             let (record, id) = if event.id_bytes().is_empty() {
-                let (payload, id) = encoded_event::append_assigned_id(event.bytes(), &mut assigned);
+                let (payload, id) =
+                    encoded_event::append_assigned_id(event.bytes(), &mut ids, &mut assigned);
                 let record = NewRecord {
                     id: Bytes::new(),
                     payload,
