@@ -3,6 +3,11 @@
 //! latencies count from the *intended* start so that a slow server cannot
 //! hide its stalls by delaying the requests that would have measured them
 //! (no coordinated omission).
+//!
+//! The open loop's clock is a thread of its own sleeping with the OS's
+//! high-resolution timer: tokio's timer wheel ticks in whole milliseconds,
+//! so a tokio sleep to each intended time would send up to 1 ms late and
+//! charge that delay, the load generator's own, to the server.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -45,9 +50,15 @@ impl Schedule {
 pub enum Pacer {
     /// Start whenever a caller is free.
     Closed,
-    /// Start on the schedule.
-    Open(Schedule),
+    /// Start on the schedule: the clock thread sends each slot's intended
+    /// time when it is due.
+    Open(tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Instant>>),
 }
+
+/// Slots the clock thread may be ahead of the callers; when they fall
+/// further behind it waits, and the slots it then sends late still carry
+/// their intended times.
+const CLOCK_AHEAD: usize = 1024;
 
 /// Permission to start one request.
 #[derive(Debug, Clone, Copy)]
@@ -64,12 +75,29 @@ impl Slot {
 }
 
 impl Pacer {
-    /// Closed loop without a rate, else an open loop of `rate` requests/s from now.
+    /// Closed loop without a rate, else an open loop of `rate` requests/s
+    /// from now. The clock thread stops when the pacer is dropped.
     pub fn new(rate: Option<f64>) -> Self {
-        match rate {
-            Some(rate) => Pacer::Open(Schedule::new(Instant::now(), rate)),
-            None => Pacer::Closed,
-        }
+        let Some(rate) = rate else {
+            return Pacer::Closed;
+        };
+        let schedule = Schedule::new(Instant::now(), rate);
+        let (tx, rx) = tokio::sync::mpsc::channel(CLOCK_AHEAD);
+        std::thread::Builder::new()
+            .name("bench-clock".into())
+            .spawn(move || {
+                loop {
+                    let at = schedule.claim();
+                    if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    if tx.blocking_send(at).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("spawn the bench clock thread");
+        Pacer::Open(tokio::sync::Mutex::new(rx))
     }
 
     /// Waits until the next request may start; `None` once its start would
@@ -77,13 +105,14 @@ impl Pacer {
     pub async fn next(&self, deadline: Instant) -> Option<Slot> {
         match self {
             Pacer::Closed => (Instant::now() < deadline).then_some(Slot { intended: None }),
-            Pacer::Open(schedule) => {
-                let at = schedule.claim();
-                if at >= deadline {
+            Pacer::Open(due) => {
+                // The clock is never ahead of the schedule, so no slot is
+                // taken before the deadline's moment: stop once it is past.
+                if Instant::now() >= deadline {
                     return None;
                 }
-                tokio::time::sleep_until(at.into()).await;
-                Some(Slot { intended: Some(at) })
+                let at = due.lock().await.recv().await?;
+                (at < deadline).then_some(Slot { intended: Some(at) })
             }
         }
     }
