@@ -139,15 +139,17 @@ async fn sigterm_finishes_in_flight_publishes_and_refuses_new_ones() {
         match publish.await.unwrap() {
             Ok(_) => ok += 1,
             // Refused by the broker (UNAVAILABLE), or never accepted because
-            // the connection was already going away (HTTP/2 GOAWAY or the
-            // closed connection, which tonic reports as transport errors):
-            // either way not acked, so nothing is promised about it.
+            // the connection was already going away (HTTP/2 GOAWAY, the
+            // closed connection, or a write to the socket the server had
+            // just closed: "broken pipe"; tonic reports these as transport
+            // errors): either way not acked, so nothing is promised about it.
             Err(herald_client::ClientError::Status(status)) => {
                 let text = format!("{status:?}");
                 assert!(
                     status.code() == tonic::Code::Unavailable
                         || text.contains("GoAway")
-                        || text.contains("connection closed"),
+                        || text.contains("connection closed")
+                        || text.contains("broken pipe"),
                     "a publish caught by shutdown is refused, got {status:?}"
                 )
             }
