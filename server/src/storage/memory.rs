@@ -209,7 +209,11 @@ impl PartitionLog for MemoryLog {
                 offset,
                 timestamp_ms: now,
                 id: r.id,
-                payload: r.payload,
+                // A payload may be a slice of a whole request's buffer (the
+                // broker stores events as received); kept for the log's
+                // life, it would keep that buffer alive. A copy keeps only
+                // its own bytes.
+                payload: Bytes::copy_from_slice(&r.payload),
             };
             s.bytes += record_size(&stored);
             s.dedup.insert(stored.id.clone(), offset, now);
@@ -328,5 +332,29 @@ impl PartitionLog for MemoryLog {
 
     fn watch_end(&self) -> watch::Receiver<u64> {
         self.end_tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored payload is its own allocation, not a view into the buffer
+    /// it arrived in (which the log would otherwise keep alive).
+    #[tokio::test]
+    async fn stored_payloads_do_not_borrow_their_request_buffer() {
+        let log = MemoryLog::new(LogConfig::default());
+        let request = Bytes::from(vec![7u8; 1 << 20]);
+        let payload = request.slice(100..200);
+        log.append(vec![NewRecord {
+            id: Bytes::new(),
+            payload,
+        }])
+        .await
+        .unwrap();
+        let stored = log.read(0, 1, 1 << 20).unwrap().remove(0).payload;
+        assert_eq!(stored, request.slice(100..200));
+        let within = request.as_ptr_range();
+        assert!(!within.contains(&stored.as_ptr()), "payload is a copy");
     }
 }
