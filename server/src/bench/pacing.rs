@@ -106,11 +106,8 @@ impl Pacer {
         match self {
             Pacer::Closed => (Instant::now() < deadline).then_some(Slot { intended: None }),
             Pacer::Open(due) => {
-                // The clock is never ahead of the schedule, so no slot is
-                // taken before the deadline's moment: stop once it is past.
-                if Instant::now() >= deadline {
-                    return None;
-                }
+                // A caller that comes late still gets the slots due before
+                // the deadline (queued, with their intended times).
                 let at = due.lock().await.recv().await?;
                 (at < deadline).then_some(Slot { intended: Some(at) })
             }
@@ -145,8 +142,7 @@ mod tests {
 
     #[tokio::test]
     async fn open_loop_latency_counts_from_the_intended_time() {
-        // Taken just before the schedule starts: slot 5 lands after it.
-        let deadline = Instant::now() + Duration::from_millis(5);
+        let deadline = Instant::now() + Duration::from_secs(60);
         let pacer = Pacer::new(Some(1000.0));
         let first = pacer.next(deadline).await.unwrap();
         // The caller is late (e.g. every caller was busy): the origin stays
@@ -155,10 +151,25 @@ mod tests {
         let second = pacer.next(deadline).await.unwrap();
         assert_eq!(second.origin() - first.origin(), Duration::from_millis(1));
         assert!(second.origin() + Duration::from_millis(2) <= Instant::now());
-        for _ in 0..3 {
-            assert!(pacer.next(deadline).await.is_some());
-        }
-        // Slot 5 would start at 5 ms: not before the deadline.
+        let third = pacer.next(deadline).await.unwrap();
+        assert_eq!(third.origin() - first.origin(), Duration::from_millis(2));
+    }
+
+    #[tokio::test]
+    async fn open_loop_stops_at_the_deadline() {
+        // Taken before the schedule starts: slot 0 is already too late.
+        let deadline = Instant::now();
+        let pacer = Pacer::new(Some(1000.0));
+        assert!(pacer.next(deadline).await.is_none());
+        // Slots 0..2 start before a deadline 2.5 ms after slot 0, slot 3 not.
+        let pacer = Pacer::new(Some(1000.0));
+        let first = pacer
+            .next(Instant::now() + Duration::from_secs(60))
+            .await
+            .unwrap();
+        let deadline = first.origin() + Duration::from_micros(2500);
+        assert!(pacer.next(deadline).await.is_some());
+        assert!(pacer.next(deadline).await.is_some());
         assert!(pacer.next(deadline).await.is_none());
     }
 
