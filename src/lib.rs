@@ -7,6 +7,7 @@
 //! `herald-server` and the typed client in `herald-client`.
 
 pub mod error_detail;
+pub mod event_field;
 pub mod trace_context;
 
 /// Generated types and services of package `herald.v1`.

@@ -23,19 +23,7 @@ use crate::event::{CONTENT_TYPE_PROTOBUF, to_timestamp};
 /// `PublishStreamRequest.events`.
 const REQUEST_EVENTS: u32 = 3;
 
-/// `herald.v1.Event` field numbers.
-mod tag {
-    pub const ID: u32 = 1;
-    pub const SOURCE: u32 = 2;
-    pub const TYPE: u32 = 3;
-    pub const SUBJECT: u32 = 4;
-    pub const TIME: u32 = 5;
-    pub const DATA_CONTENT_TYPE: u32 = 6;
-    pub const DATA_SCHEMA: u32 = 7;
-    pub const ATTRIBUTES: u32 = 8;
-    pub const KEY: u32 = 9;
-    pub const DATA: u32 = 10;
-}
+use herald::event_field as tag;
 
 /// The envelope fields of one event (the payload is passed separately).
 pub(crate) struct EventFields<'a> {

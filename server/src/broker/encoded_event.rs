@@ -19,19 +19,7 @@ use herald::v1::Event;
 use prost::Message;
 use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
 
-/// `herald.v1.Event` field numbers (proto/herald/v1/event.proto).
-mod tag {
-    pub const ID: u32 = 1;
-    pub const SOURCE: u32 = 2;
-    pub const TYPE: u32 = 3;
-    pub const SUBJECT: u32 = 4;
-    pub const TIME: u32 = 5;
-    pub const DATA_CONTENT_TYPE: u32 = 6;
-    pub const DATA_SCHEMA: u32 = 7;
-    pub const ATTRIBUTES: u32 = 8;
-    pub const KEY: u32 = 9;
-    pub const DATA: u32 = 10;
-}
+use herald::event_field as tag;
 
 /// Bytes of an appended broker id field: key, length, 36-character UUID.
 pub const ASSIGNED_ID_FIELD_LEN: usize = 2 + UUID_LEN;
