@@ -105,24 +105,6 @@ impl std::fmt::Display for EventId {
     }
 }
 
-impl PartialEq<str> for EventId {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for EventId {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl PartialEq<String> for EventId {
-    fn eq(&self, other: &String) -> bool {
-        self.as_str() == other
-    }
-}
-
 impl From<String> for EventId {
     fn from(id: String) -> Self {
         EventId(Bytes::from(id))
