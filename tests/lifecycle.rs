@@ -190,6 +190,56 @@ fn unusable_data_dir_exits_non_zero_with_a_clear_message() {
     assert!(stderr.contains("--data-dir"), "{stderr}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn second_server_on_a_data_dir_is_refused_naming_the_holder() {
+    let (first, dir) = Herald::start(&["--metrics-listen", "off"]);
+    let output = std::process::Command::new(herald_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let holder = format!("pid {}, listening on {}", first.child.id(), first.addr);
+    assert!(
+        stderr.contains("is in use by another Herald server") && stderr.contains(&holder),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--data-dir"), "{stderr}");
+    // Said once, and no colour codes in a pipe.
+    assert_eq!(stderr.matches("is in use").count(), 1, "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+
+    // The first keeps serving, and a kill -9 leaves no stale lock.
+    let client = first.client().await;
+    let stored = client
+        .publish("locked", vec![event("e1", 10)])
+        .await
+        .unwrap();
+    assert_eq!(stored[0].offset, 0);
+    let started = std::time::Instant::now();
+    let second = first.restart_after_kill();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let stored = second
+        .client()
+        .await
+        .publish("locked", vec![event("e2", 10)])
+        .await
+        .unwrap();
+    assert_eq!(stored[0].offset, 1);
+}
+
 #[test]
 fn read_only_data_dir_exits_non_zero_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();

@@ -50,6 +50,13 @@ pub enum ServerError {
         #[source]
         source: StorageError,
     },
+    #[error(
+        "{source}; stop that server first, or give this one its own --data-dir (or HERALD_DATA_DIR)"
+    )]
+    DataDirInUse {
+        #[source]
+        source: StorageError,
+    },
     #[error("cannot open the stored topics: {0}")]
     Broker(#[from] BrokerError),
     #[error("cannot listen on {addr}: {source}; is another process using the port? pass --listen")]
@@ -80,18 +87,8 @@ impl BoundServer {
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
         // First: the broker registers its metric handles as topics open.
         let metrics = MetricsEndpoint::bind(config.metrics).await?;
-        let storage: Arc<dyn Storage> = if config.in_memory {
-            Arc::new(MemoryStorage::new())
-        } else {
-            Arc::new(FileStorage::open(&config.data_dir).map_err(|source| {
-                ServerError::DataDir {
-                    path: config.data_dir.display().to_string(),
-                    source,
-                }
-            })?)
-        };
-        let broker_shutdown = CancellationToken::new();
-        let broker = Broker::open(storage, config.broker.clone(), broker_shutdown.clone())?;
+        // The port first: the data directory's lock then records where this
+        // server listens, so a second server refused the directory can say.
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -103,6 +100,22 @@ impl BoundServer {
             addr: config.listen,
             source,
         })?;
+        let storage: Arc<dyn Storage> = if config.in_memory {
+            Arc::new(MemoryStorage::new())
+        } else {
+            let holder = format!("listening on {local_addr}");
+            Arc::new(
+                FileStorage::open_as(&config.data_dir, Some(&holder)).map_err(|source| {
+                    let path = config.data_dir.display().to_string();
+                    match source {
+                        StorageError::Locked { .. } => ServerError::DataDirInUse { source },
+                        source => ServerError::DataDir { path, source },
+                    }
+                })?,
+            )
+        };
+        let broker_shutdown = CancellationToken::new();
+        let broker = Broker::open(storage, config.broker.clone(), broker_shutdown.clone())?;
         Ok(Self {
             config,
             broker,
@@ -213,7 +226,11 @@ impl BoundServer {
         });
         let serve =
             router.serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
-        tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(), in_memory = config.in_memory, "herald listening on {local_addr}");
+        if config.in_memory {
+            tracing::info!(addr = %local_addr, in_memory = true, "herald listening on {local_addr}");
+        } else {
+            tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(), "herald listening on {local_addr}");
+        }
         let mut serve = tokio::spawn(serve);
 
         tokio::select! {

@@ -195,6 +195,9 @@ pub enum StorageError {
     /// The log was closed (shutdown or topic deleted).
     #[error("partition log is closed")]
     Closed,
+    /// Another process (or another open storage) holds the data directory.
+    #[error("data directory {path} is in use by another Herald server ({holder})")]
+    Locked { path: String, holder: String },
 }
 
 impl StorageError {

@@ -25,6 +25,7 @@
 //! window. Every append waits for the window first; nothing else does.
 
 pub mod format;
+pub mod lock;
 mod recovery;
 mod segment;
 #[cfg(test)]
@@ -45,6 +46,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::watch;
 
 use self::format::BatchHeader;
+use self::lock::DataDirLock;
 use self::segment::Segment;
 use super::dedup::DedupWindow;
 use super::{
@@ -154,12 +156,22 @@ pub struct FileStorage {
     /// deletion hold it exclusively, so they never remove the temporary
     /// file of a write in progress.
     subscription_files: RwLock<()>,
+    /// The data directory's exclusive lock, held while this storage lives.
+    _lock: DataDirLock,
 }
 
 impl FileStorage {
-    /// Opens (creating if needed) a data directory, and checks that it is
-    /// writable by creating and removing a probe file.
+    /// Opens (creating if needed) a data directory, takes its exclusive lock
+    /// (see [`lock`]) and checks that it is writable by creating and
+    /// removing a probe file.
     pub fn open(data_dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_as(data_dir, None)
+    }
+
+    /// [`FileStorage::open`], recording `holder` (e.g. `listening on
+    /// 127.0.0.1:50051`) in the lock file so that a second server refused
+    /// the directory can say who has it.
+    pub fn open_as(data_dir: impl AsRef<Path>, holder: Option<&str>) -> Result<Self> {
         let data_dir = data_dir.as_ref();
         let topics_dir = data_dir.join("topics");
         std::fs::create_dir_all(&topics_dir).map_err(|e| {
@@ -168,6 +180,7 @@ impl FileStorage {
                 e,
             )
         })?;
+        let lock = DataDirLock::acquire(data_dir, holder)?;
         let probe = data_dir.join(format!(".herald-write-probe-{}", std::process::id()));
         std::fs::write(&probe, b"probe")
             .and_then(|()| std::fs::remove_file(&probe))
@@ -184,6 +197,7 @@ impl FileStorage {
             topics_dir,
             logs: Mutex::new(HashMap::new()),
             subscription_files: RwLock::new(()),
+            _lock: lock,
         })
     }
 
