@@ -6,6 +6,7 @@
 //! Everything here is generated or wire-level; the broker lives in
 //! `herald-server` and the typed client in `herald-client`.
 
+pub mod endpoint;
 pub mod error_detail;
 pub mod event_field;
 pub mod trace_context;

@@ -243,7 +243,8 @@ async fn scripted_scenario_shows_exact_counts_in_metrics_and_stats() {
     // `herald stats` reads the same state through the Admin API.
     let output = tokio::process::Command::new(herald_bin())
         .args(["stats", "--interval", "200ms", "--endpoint"])
-        .arg(server.endpoint())
+        // host:port, without a scheme, is an endpoint like any other.
+        .arg(&server.addr)
         .output()
         .await
         .unwrap();
@@ -293,4 +294,9 @@ async fn stats_says_when_no_server_is_there() {
         )),
         "{stderr}"
     );
+    // Said once, with its real cause once, and no colour codes in a pipe.
+    assert_eq!(stderr.matches("cannot reach").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("tcp connect error").count(), 1, "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
 }

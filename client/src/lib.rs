@@ -161,7 +161,8 @@ impl Default for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// The server's URI. Default `http://127.0.0.1:50051`.
+    /// The server: `host:port`, `http://host:port` or `https://host:port`.
+    /// Default `http://127.0.0.1:50051`.
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = endpoint.into();
         self
@@ -211,7 +212,7 @@ impl ClientBuilder {
     /// [`wait_for_server`](ClientBuilder::wait_for_server), by the end of
     /// the wait).
     pub async fn connect(self) -> Result<Client, ClientError> {
-        let endpoint = Endpoint::from_shared(self.endpoint.clone())
+        let endpoint = Endpoint::from_shared(herald::endpoint::uri(&self.endpoint))
             .map_err(|source| ClientError::InvalidEndpoint {
                 endpoint: self.endpoint.clone(),
                 source,

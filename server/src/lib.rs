@@ -9,6 +9,7 @@ pub mod api;
 pub mod bench;
 pub mod broker;
 pub mod config;
+pub mod error_report;
 pub mod metrics;
 pub mod server;
 pub mod stats;

@@ -172,8 +172,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("herald: error: {error:#}");
+            // Once: as a JSON log line for machines, else as one plain line.
+            let line = herald_server::error_report::describe(error.as_ref());
+            match telemetry_config.log_format {
+                LogFormat::Json => tracing::error!("{line}"),
+                LogFormat::Human => eprintln!("herald: error: {line}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -19,7 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 /// `herald stats` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StatsArgs {
-    /// The server's gRPC endpoint.
+    /// The server's gRPC endpoint: host:port, http://host:port or https://host:port.
     #[arg(
         long,
         env = "HERALD_ENDPOINT",
@@ -111,7 +111,7 @@ pub async fn run(args: StatsArgs) -> Result<(), StatsError> {
 }
 
 async fn connect(endpoint: &str) -> Result<AdminClient<Channel>, StatsError> {
-    let channel = Endpoint::from_shared(endpoint.to_owned())
+    let channel = Endpoint::from_shared(herald::endpoint::uri(endpoint))
         .map_err(|source| StatsError::Endpoint {
             endpoint: endpoint.to_owned(),
             source,

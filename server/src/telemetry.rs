@@ -137,6 +137,13 @@ const QUIET_TARGETS: [&str; 7] = [
     "opentelemetry_sdk",
 ];
 
+/// Colour codes only for a person at a terminal: never in a file or a pipe,
+/// and never when `NO_COLOR` is set to anything (<https://no-color.org>).
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global subscriber: logs always, OTLP export when an
 /// endpoint is set. Must run inside the tokio runtime (the exporter's
 /// channel lives on it).
@@ -146,7 +153,9 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     }
     let env_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour_logs());
     let logs = match config.log_format {
         LogFormat::Human => fmt.boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
