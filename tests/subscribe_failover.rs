@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::agent::Agent;
 use common::consumer::{AttachSpec, TestConsumer, handles, stats, wait_stats};
 use common::{Herald, event};
 use herald::v1::subscribe_response::Response as ServerMessage;
@@ -330,4 +331,66 @@ async fn failover_with_two_partitions_and_equal_priorities_makes_each_consumer_a
         s.consumers.iter().all(|c| c.active),
         "both hold an active role: {s:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failover_promotes_the_standby_when_the_active_consumer_process_freezes() {
+    // A frozen process keeps its TCP connection open, so only keepalive
+    // PINGs going unanswered can tell the server it is gone.
+    let (server, _dir) = Herald::start(&[
+        "--keepalive-interval",
+        "300ms",
+        "--keepalive-timeout",
+        "700ms",
+    ]);
+    let endpoint = server.endpoint();
+    let topic = "frozen.orders";
+    let client = server.client().await;
+    client.publish(topic, vec![event("e0", 8)]).await.unwrap();
+    let mut frozen = Agent::spawn(
+        "rust",
+        &[
+            "consume",
+            "--endpoint",
+            &endpoint,
+            "--topic",
+            topic,
+            "--subscription",
+            "workers",
+            "--type",
+            "failover",
+            "--consumer-name",
+            "a-frozen",
+            "--count",
+            "1000",
+            "--timeout-s",
+            "60",
+        ],
+    );
+    frozen.wait_for("the active role", Duration::from_secs(60), |lines| {
+        lines.iter().any(|l| l["role"] == "active")
+    });
+    let mut standby =
+        TestConsumer::attach(&endpoint, &spec(topic, "workers", "b-standby", 0)).await;
+    let told = active_status(&mut standby, "b-standby").await;
+    assert!(!told.active, "{told:?}");
+    assert_eq!(told.active_consumer, "a-frozen");
+
+    frozen.signal(libc::SIGSTOP);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let promoted = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match standby.next(left).await {
+            Some(Ok(ServerMessage::ActiveStatus(status))) if status.active => break status,
+            Some(Ok(_)) => {}
+            Some(Err(status)) => panic!("standby stream failed: {status:?}"),
+            None => panic!(
+                "the standby was not promoted within 20 s of the active consumer freezing; logs:\n{}",
+                server.logs()
+            ),
+        }
+    };
+    assert_eq!(promoted.active_consumer, "b-standby");
+    assert!(promoted.epoch > told.epoch, "{promoted:?} after {told:?}");
+    frozen.kill();
 }

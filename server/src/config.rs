@@ -31,6 +31,32 @@ pub struct ServerConfig {
     /// servers: tests, embedding); `herald serve` resolves to
     /// [`DEFAULT_METRICS_LISTEN`] unless told otherwise.
     pub metrics: MetricsListen,
+    /// How the server finds peers that vanished or froze.
+    pub keepalive: Keepalive,
+}
+
+/// Liveness checks on every client connection: an HTTP/2 PING every
+/// `interval`, and the connection is closed when one is not answered within
+/// `timeout` (TCP keepalive probes, at the same interval, also cover a peer
+/// whose machine is gone). A consumer that vanished or froze (SIGSTOP, a
+/// VM paused, a cable pulled) is therefore detached, and its partitions
+/// and unacked events handed over, within `interval + timeout`: 30 s by
+/// default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Time between PINGs on a connection.
+    pub interval: Duration,
+    /// How long a PING may go unanswered before the connection is closed.
+    pub timeout: Duration,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 /// The address `herald serve` serves `/metrics` on when nothing is configured
@@ -79,6 +105,7 @@ impl Default for ServerConfig {
             drain_delay: Duration::ZERO,
             broker: BrokerConfig::default(),
             metrics: MetricsListen::Off,
+            keepalive: Keepalive::default(),
         }
     }
 }
@@ -94,6 +121,8 @@ impl Default for ServerConfig {
 /// drain_delay = "0s"
 /// retention_check_interval = "1m"
 /// metrics_listen = "127.0.0.1:9464"   # or "off"
+/// keepalive_interval = "10s"
+/// keepalive_timeout = "20s"
 ///
 /// [topic_defaults]
 /// partitions = 1
@@ -123,6 +152,10 @@ pub struct FileConfig {
     pub retention_check_interval: Option<String>,
     /// `/metrics` address, or "off".
     pub metrics_listen: Option<String>,
+    /// Time between HTTP/2 PINGs on each connection.
+    pub keepalive_interval: Option<String>,
+    /// How long a PING may go unanswered.
+    pub keepalive_timeout: Option<String>,
     #[serde(default)]
     pub topic_defaults: TopicDefaults,
     #[serde(default)]
@@ -169,6 +202,8 @@ pub struct Overrides {
     pub default_partitions: Option<u32>,
     pub default_fsync: Option<Fsync>,
     pub metrics_listen: Option<MetricsListen>,
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Option<Duration>,
 }
 
 /// A configuration problem, naming the setting and what is accepted.
@@ -298,6 +333,32 @@ impl ServerConfig {
         }
         if let Some(v) = o.metrics_listen {
             c.metrics = v;
+        }
+        if let Some(v) = &file.keepalive_interval {
+            c.keepalive.interval = duration("keepalive_interval", v)?;
+        }
+        if let Some(v) = o.keepalive_interval {
+            c.keepalive.interval = v;
+        }
+        if let Some(v) = &file.keepalive_timeout {
+            c.keepalive.timeout = duration("keepalive_timeout", v)?;
+        }
+        if let Some(v) = o.keepalive_timeout {
+            c.keepalive.timeout = v;
+        }
+        for (setting, value) in [
+            ("keepalive_interval", c.keepalive.interval),
+            ("keepalive_timeout", c.keepalive.timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    reason: format!(
+                        "{} is too short to tell a slow peer from a dead one; use at least 100ms",
+                        humantime::format_duration(value)
+                    ),
+                });
+            }
         }
         // A server with a small request limit should still start with the
         // default event limit: clamp it unless the file set it explicitly.
@@ -451,6 +512,40 @@ mod tests {
         assert!(error.to_string().contains("metrics_listen"), "{error}");
         // In-process servers serve no metrics unless asked.
         assert_eq!(ServerConfig::default().metrics, MetricsListen::Off);
+    }
+
+    #[test]
+    fn keepalive_defaults_to_10s_and_20s_and_yields_to_file_and_flag() {
+        let c = ServerConfig::resolve(FileConfig::default(), &Overrides::default()).unwrap();
+        assert_eq!(
+            c.keepalive,
+            Keepalive {
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(20)
+            }
+        );
+        let file = || {
+            toml::from_str::<FileConfig>("keepalive_interval = \"5s\"\nkeepalive_timeout = \"7s\"")
+                .unwrap()
+        };
+        let c = ServerConfig::resolve(file(), &Overrides::default()).unwrap();
+        assert_eq!(c.keepalive.interval, Duration::from_secs(5));
+        assert_eq!(c.keepalive.timeout, Duration::from_secs(7));
+        let flag = Overrides {
+            keepalive_timeout: Some(Duration::from_secs(3)),
+            ..Default::default()
+        };
+        let c = ServerConfig::resolve(file(), &flag).unwrap();
+        assert_eq!(c.keepalive.timeout, Duration::from_secs(3));
+        let zero = Overrides {
+            keepalive_interval: Some(Duration::ZERO),
+            ..Default::default()
+        };
+        let error = ServerConfig::resolve(FileConfig::default(), &zero).unwrap_err();
+        assert!(
+            error.to_string().contains("keepalive_interval") && error.to_string().contains("100ms"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -87,6 +87,12 @@ struct ServeArgs {
     /// Prometheus /metrics address, or "off" [default: 127.0.0.1:9464]
     #[arg(long, env = "HERALD_METRICS_LISTEN")]
     metrics_listen: Option<MetricsListen>,
+    /// Time between HTTP/2 PINGs on each client connection, e.g. "10s" [default: 10s]
+    #[arg(long, env = "HERALD_KEEPALIVE_INTERVAL", value_parser = humantime::parse_duration)]
+    keepalive_interval: Option<Duration>,
+    /// Close a connection whose PING goes unanswered this long, e.g. "20s" [default: 20s]
+    #[arg(long, env = "HERALD_KEEPALIVE_TIMEOUT", value_parser = humantime::parse_duration)]
+    keepalive_timeout: Option<Duration>,
 }
 
 /// Cancels the token on Ctrl-C or SIGTERM.
@@ -120,6 +126,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         default_partitions: args.default_partitions,
         default_fsync: args.default_fsync,
         metrics_listen: args.metrics_listen,
+        keepalive_interval: args.keepalive_interval,
+        keepalive_timeout: args.keepalive_timeout,
     };
     let config = ServerConfig::load(args.config.as_deref(), &overrides)?;
     let started = std::time::Instant::now();

@@ -207,6 +207,8 @@ impl BoundServer {
             }))
             .trace_fn(rpc_span)
             .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(config.keepalive.interval))
+            .http2_keepalive_timeout(Some(config.keepalive.timeout))
             .initial_stream_window_size(4 * 1024 * 1024)
             .initial_connection_window_size(16 * 1024 * 1024)
             .add_service(health_service)
@@ -215,12 +217,18 @@ impl BoundServer {
             .add_service(publisher)
             .add_service(subscriber)
             .add_service(admin);
-        // `tcp_nodelay` on the builder does not apply to an incoming stream
-        // we hand over, so set it per accepted socket: small deliveries and
-        // answers must not wait for Nagle's algorithm.
+        // The builder's `tcp_nodelay` and `tcp_keepalive` do not apply to an
+        // incoming stream we hand over, so set them per accepted socket:
+        // small deliveries and answers must not wait for Nagle's algorithm,
+        // and a peer whose machine is gone must not hold a connection open.
+        let tcp_keepalive = socket2::TcpKeepalive::new()
+            .with_time(config.keepalive.interval)
+            .with_interval(config.keepalive.interval)
+            .with_retries(3);
         let incoming = TcpListenerStream::new(listener).map(move |socket| {
             if let Ok(socket) = &socket {
                 let _ = socket.set_nodelay(true);
+                let _ = socket2::SockRef::from(socket).set_tcp_keepalive(&tcp_keepalive);
             }
             socket.map(|socket| open.connection(socket))
         });
