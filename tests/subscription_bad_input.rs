@@ -589,3 +589,46 @@ async fn reading_a_deleted_topic_is_not_found() {
     assert_refused(&status, Code::NotFound, ErrorCode::TopicNotFound, "doomed");
     assert_serving(&mut server).await;
 }
+
+/// The next AckResult, failing on errors.
+async fn next_ack_result(consumer: &mut TestConsumer, what: &str) -> AckResult {
+    loop {
+        match consumer.next(WAIT).await {
+            Some(Ok(ServerMessage::AckResult(result))) => return result,
+            Some(Ok(_)) => continue,
+            Some(Err(status)) => panic!("{what} must not end the stream: {status:?}"),
+            None => panic!("no AckResult for {what}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handle_repeated_in_one_ack_or_nack_counts_once_and_the_repeats_come_back() {
+    let (mut server, _dir) = Herald::start(&[]);
+    let client = server.client().await;
+    let spec = AttachSpec::new("orders", "repeats", SubscriptionType::Shared, "c").credits(10);
+    let mut consumer = TestConsumer::attach(&server.endpoint(), &spec).await;
+    client
+        .publish("orders", vec![event("a", 4), event("b", 4)])
+        .await
+        .unwrap();
+    let events = consumer.events(2, WAIT).await;
+    let (a, b) = (events[0].ack_handle.clone(), events[1].ack_handle.clone());
+
+    consumer.ack(vec![a.clone(), a.clone(), a.clone()]).await;
+    let result = next_ack_result(&mut consumer, "a repeated ack handle").await;
+    assert_eq!(result.invalid_handles, [a.clone(), a.clone()], "{result:?}");
+    consumer
+        .nack(
+            vec![b.clone(), b.clone()],
+            Some(Duration::from_secs(60)),
+            "later",
+        )
+        .await;
+    let result = next_ack_result(&mut consumer, "a repeated nack handle").await;
+    assert_eq!(result.invalid_handles, [b.clone()], "{result:?}");
+
+    let s = stats(&client, "orders", "repeats").await;
+    assert_eq!((s.acked, s.nacked), (1, 1), "{s:?}");
+    assert_serving(&mut server).await;
+}

@@ -514,8 +514,12 @@ impl Dispatcher {
         outcome: &mut AckOutcome,
     ) -> Vec<AckHandle> {
         let mut valid = Vec::new();
+        let mut seen = ahash::AHashSet::new();
         for text in handles {
             match self.check_handle(consumer, text) {
+                // A handle repeated within one request settles its event
+                // once; the repeats are answered like an already-acked one.
+                Ok(h) if !seen.insert(h) => outcome.invalid.push(text.to_owned()),
                 Ok(h) => valid.push(h),
                 Err((true, t)) => outcome.stale.push(t),
                 Err((false, t)) => outcome.invalid.push(t),

@@ -280,6 +280,24 @@ fn unknown_malformed_and_foreign_handles_are_reported() {
 }
 
 #[test]
+fn a_handle_repeated_in_one_ack_or_nack_counts_once_and_the_repeats_are_reported() {
+    let now = Instant::now();
+    let mut d = dispatcher(SubscriptionKind::Shared, 1, 0);
+    d.attach(1, "a", 0, 10).unwrap();
+    d.offer((0, 0), None);
+    d.offer((0, 1), None);
+    let ds = deliveries(&d.dispatch(now));
+    let (h0, h1) = (ds[0].handle.to_string(), ds[1].handle.to_string());
+    let outcome = d.ack(1, [h0.as_str(), h0.as_str(), h0.as_str()], false);
+    assert_eq!(outcome.acked, 1);
+    assert_eq!(outcome.invalid, [h0.clone(), h0.clone()]);
+    assert_eq!(d.counters().acked, 1);
+    let (outcome, _) = d.nack(1, [h1.as_str(), h1.as_str()], None, "no", now);
+    assert_eq!(outcome.invalid, [h1.clone()]);
+    assert_eq!(d.counters().nacked, 1);
+}
+
+#[test]
 fn failover_promotes_the_next_consumer_with_the_unacked_events_first_in_order() {
     let now = Instant::now();
     let mut d = dispatcher(SubscriptionKind::Failover, 1, 0);
