@@ -560,3 +560,114 @@ async fn storage_that_cannot_write_is_not_serving_until_it_can_again() {
         Serving as i32
     );
 }
+
+/// Field 2 sent as a varint: every request type below expects a message or
+/// a string there, so the bytes do not decode. With only `attach` set it is
+/// a valid `SubscribeRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Garbage {
+    #[prost(message, optional, tag = "1")]
+    attach: Option<Attach>,
+    #[prost(uint64, optional, tag = "2")]
+    bad: Option<u64>,
+}
+
+/// Any response, fields ignored.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AnyMessage {}
+
+/// Sends `messages` on `path` as a stream (the framing of every call type)
+/// and returns how many responses came before the status that ended it.
+async fn garbage_call(
+    server: &Herald,
+    path: &'static str,
+    messages: Vec<Garbage>,
+) -> (usize, tonic::Status) {
+    use tokio_stream::StreamExt;
+    let channel = tonic::transport::Endpoint::from_shared(server.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    // Held open after the messages, so a server that ignored them would
+    // leave the call hanging rather than end it cleanly.
+    let requests = tokio_stream::iter(messages).chain(tokio_stream::pending());
+    let codec = tonic_prost::ProstCodec::<Garbage, AnyMessage>::default();
+    let call = grpc.streaming(
+        tonic::Request::new(requests),
+        tonic::codegen::http::uri::PathAndQuery::from_static(path),
+        codec,
+    );
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut stream = match call.await {
+            Ok(response) => response.into_inner(),
+            Err(status) => return (0, status),
+        };
+        let mut responses = 0;
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => responses += 1,
+                Ok(None) => return (responses, tonic::Status::ok("stream ended with OK")),
+                Err(status) => return (responses, status),
+            }
+        }
+    });
+    outcome
+        .await
+        .unwrap_or_else(|_| panic!("{path}: no answer to undecodable bytes within 10 s"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undecodable_requests_are_invalid_argument_on_every_rpc() {
+    let (server, _dir) = Herald::start(&[]);
+    let client = server.client().await;
+    let before = seed(&client).await;
+    let garbage = Garbage {
+        attach: None,
+        bad: Some(1),
+    };
+    let attach = Garbage {
+        attach: Some(Attach {
+            topic: "keep".into(),
+            subscription: "s".into(),
+            consumer_name: "c".into(),
+            r#type: SubscriptionType::Shared as i32,
+            ..Default::default()
+        }),
+        bad: None,
+    };
+    let cases: [(&'static str, Vec<Garbage>, usize); 6] = [
+        ("/herald.v1.Publisher/Publish", vec![garbage.clone()], 0),
+        (
+            "/herald.v1.Publisher/PublishStream",
+            vec![garbage.clone()],
+            0,
+        ),
+        ("/herald.v1.Subscriber/Subscribe", vec![garbage.clone()], 0),
+        // Attached comes first; the broken second message ends the stream.
+        (
+            "/herald.v1.Subscriber/Subscribe",
+            vec![attach, garbage.clone()],
+            1,
+        ),
+        ("/herald.v1.Subscriber/Read", vec![garbage.clone()], 0),
+        ("/herald.v1.Admin/CreateTopic", vec![garbage.clone()], 0),
+    ];
+    for (path, messages, answered) in cases {
+        let (responses, status) = garbage_call(&server, path, messages).await;
+        assert_eq!(responses, answered, "{path}: {status:?}");
+        assert_error(
+            &status,
+            tonic::Code::InvalidArgument,
+            ErrorCode::InvalidRequest,
+            "not a valid Herald message",
+        );
+        assert!(
+            status.message().contains("proto/herald/v1"),
+            "{path}: {status:?}"
+        );
+    }
+    assert_eq!(stats(&client, "keep").await, before);
+}

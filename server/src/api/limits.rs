@@ -1,7 +1,9 @@
-//! Oversize requests: gRPC's own message-size check refuses them before any
-//! handler runs, with OUT_OF_RANGE and no Herald detail. This layer turns
-//! that answer into RESOURCE_EXHAUSTED with `ERROR_CODE_REQUEST_TOO_LARGE`
-//! and a message that says what to do, like every other Herald error.
+//! tonic's own refusals of a request, before any handler runs: an oversize
+//! message gets OUT_OF_RANGE and bytes that do not decode get INTERNAL, both
+//! without a Herald detail. These turn them into what Herald answers for bad
+//! input everywhere else: RESOURCE_EXHAUSTED with `ERROR_CODE_REQUEST_TOO_LARGE`,
+//! and INVALID_ARGUMENT with `ERROR_CODE_INVALID_REQUEST`, each with a
+//! message that says what to do.
 
 use herald::v1::ErrorCode;
 use herald::{error_detail, status_with_detail};
@@ -29,14 +31,50 @@ pub fn is_tonic_too_large(status: &tonic::Status) -> bool {
     status.code() == Code::OutOfRange && status.message().contains(TONIC_TOO_LARGE)
 }
 
-/// Rewrites a trailers-only oversize refusal in a unary response.
+/// How prost's decode error, which tonic answers as INTERNAL, begins
+/// (checked by the `undecodable_requests_are_invalid_argument_on_every_rpc`
+/// e2e test).
+const TONIC_UNDECODABLE: &str = "failed to decode Protobuf message";
+
+/// True when `status` is tonic's refusal of bytes that do not decode.
+pub fn is_tonic_undecodable(status: &tonic::Status) -> bool {
+    status.code() == Code::Internal && status.message().starts_with(TONIC_UNDECODABLE)
+}
+
+/// The status for a request that does not decode, given tonic's message.
+pub fn undecodable_request(original: &str) -> tonic::Status {
+    tracing::debug!(error = %original, "refused an undecodable request");
+    status_with_detail(&error_detail(
+        Code::InvalidArgument,
+        ErrorCode::InvalidRequest,
+        format!(
+            "the request is not a valid Herald message ({original}); build the client from Herald's .proto files (proto/herald/v1, also served by gRPC reflection)"
+        ),
+        [],
+    ))
+}
+
+/// Herald's status for one of tonic's refusals of an inbound message, or
+/// `status` itself when it is none (e.g. the client reset the stream).
+pub fn inbound_refusal(status: tonic::Status, max_request_bytes: usize) -> tonic::Status {
+    if is_tonic_too_large(&status) {
+        request_too_large(status.message(), max_request_bytes)
+    } else if is_tonic_undecodable(&status) {
+        undecodable_request(status.message())
+    } else {
+        status
+    }
+}
+
+/// Rewrites a trailers-only refusal (oversize or undecodable request) in a
+/// response to a unary request: unary and server-streaming calls.
 pub fn rewrite_response<B: Default>(
     response: http::Response<B>,
     max_request_bytes: usize,
 ) -> http::Response<B> {
     match tonic::Status::from_header_map(response.headers()) {
-        Some(status) if is_tonic_too_large(&status) => {
-            request_too_large(status.message(), max_request_bytes).into_http()
+        Some(status) if is_tonic_too_large(&status) || is_tonic_undecodable(&status) => {
+            inbound_refusal(status, max_request_bytes).into_http()
         }
         _ => response,
     }

@@ -118,11 +118,7 @@ async fn drive_publish_stream(
                         while let Some((sequence, outcome)) = in_flight.next().await {
                             let _ = tx.send(Ok(stream_response(sequence, outcome))).await;
                         }
-                        let status = if limits::is_tonic_too_large(&status) {
-                            limits::request_too_large(status.message(), ctx.broker.config().max_request_bytes)
-                        } else {
-                            status
-                        };
+                        let status = limits::inbound_refusal(status, ctx.broker.config().max_request_bytes);
                         let _ = tx.send(Err(status)).await;
                         return;
                     }

@@ -15,6 +15,7 @@ use tonic::{Code, Status, Streaming};
 
 use super::ApiContext;
 use super::convert::{delivered_event, subscription_kind_to_proto, subscription_spec};
+use super::limits;
 use super::status::to_status;
 use super::subscriber::chunks;
 use super::wire::subscribe_reply::Response as ServerMessage;
@@ -75,7 +76,11 @@ pub(super) async fn drive_subscribe(
             let _ = tx.send(Err(status)).await;
             return;
         }
-        Ok(None) | Err(_) => return,
+        Ok(None) => return,
+        Err(status) => {
+            refuse_inbound(&ctx, status, &tx).await;
+            return;
+        }
     };
     let mut consumer = match attach_consumer(&ctx, &attach).await {
         Ok(consumer) => consumer,
@@ -115,7 +120,11 @@ pub(super) async fn drive_subscribe(
                 }
                 // Half-closed: every ack sent so far is queued before the
                 // detach (dropping the consumer), so none is lost.
-                Ok(None) | Err(_) => return,
+                Ok(None) => return,
+                Err(status) => {
+                    refuse_inbound(&ctx, status, &tx).await;
+                    return;
+                }
             },
             event = consumer.events.recv() => {
                 let Some(event) = event else { return };
@@ -134,6 +143,16 @@ pub(super) async fn drive_subscribe(
                 }
             }
         }
+    }
+}
+
+/// Ends the stream after a broken inbound message: with Herald's status
+/// when tonic refused the message (undecodable, oversize), quietly when the
+/// client went away (the status would reach nobody).
+async fn refuse_inbound(ctx: &ApiContext, status: Status, tx: &Outbound) {
+    let max = ctx.broker.config().max_request_bytes;
+    if limits::is_tonic_too_large(&status) || limits::is_tonic_undecodable(&status) {
+        let _ = tx.send(Err(limits::inbound_refusal(status, max))).await;
     }
 }
 
