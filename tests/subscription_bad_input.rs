@@ -626,7 +626,11 @@ async fn a_handle_repeated_in_one_ack_or_nack_counts_once_and_the_repeats_come_b
         )
         .await;
     let result = next_ack_result(&mut consumer, "a repeated nack handle").await;
-    assert_eq!(result.invalid_handles, [b.clone()], "{result:?}");
+    assert_eq!(
+        result.invalid_handles,
+        std::slice::from_ref(&b),
+        "{result:?}"
+    );
 
     let s = stats(&client, "orders", "repeats").await;
     assert_eq!((s.acked, s.nacked), (1, 1), "{s:?}");

@@ -293,7 +293,7 @@ fn a_handle_repeated_in_one_ack_or_nack_counts_once_and_the_repeats_are_reported
     assert_eq!(outcome.invalid, [h0.clone(), h0.clone()]);
     assert_eq!(d.counters().acked, 1);
     let (outcome, _) = d.nack(1, [h1.as_str(), h1.as_str()], None, "no", now);
-    assert_eq!(outcome.invalid, [h1.clone()]);
+    assert_eq!(outcome.invalid, std::slice::from_ref(&h1));
     assert_eq!(d.counters().nacked, 1);
 }
 
