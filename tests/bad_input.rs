@@ -105,6 +105,16 @@ async fn event_over_the_topic_limit_is_refused_and_nothing_of_the_batch_is_store
         "max_event_bytes",
     );
     assert_eq!(status.herald_detail().unwrap().metadata["index"], "1");
+    assert!(
+        status.message().contains("event at index 1 (id \"big\")"),
+        "{status:?}"
+    );
+    // Without an id, the message says so rather than quoting "".
+    let status = publish_error(&client, "keep", vec![event("", 5000)]).await;
+    assert!(
+        status.message().contains("event at index 0 (no id)"),
+        "{status:?}"
+    );
     assert_eq!(stats(&client, "keep").await, before);
 }
 
@@ -383,7 +393,8 @@ async fn malformed_event_bytes_refuse_their_request_and_the_stream_goes_on() {
         );
         assert_eq!(error.code, ErrorCode::InvalidEvent as i32, "{error:?}");
         assert!(
-            error.message.contains("event 1 is invalid") && error.message.contains(mentions),
+            error.message.contains("event at index 1 is invalid")
+                && error.message.contains(mentions),
             "{:?} should name the event and mention {mentions:?}",
             error.message
         );

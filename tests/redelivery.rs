@@ -172,3 +172,89 @@ async fn an_event_nacked_past_max_attempts_lands_in_the_dead_letter_topic() {
     assert_eq!(stats.backlog, 0);
     consumer.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_subscription_deletes_its_empty_dead_letter_topic_and_keeps_one_with_events() {
+    let (server, _dir) = Herald::start(&[]);
+    let client = server.client().await;
+    let mut admin = client.admin();
+    let create = |name: &str, dead_letter_topic: &str| CreateSubscriptionRequest {
+        topic: "orders".into(),
+        name: name.into(),
+        r#type: SubscriptionType::Shared as i32,
+        redelivery: Some(RedeliveryPolicy {
+            max_delivery_attempts: 2,
+            dead_letter_topic: dead_letter_topic.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let exists = |topic: &'static str| {
+        let mut admin = client.admin();
+        async move {
+            match admin
+                .get_topic(GetTopicRequest { name: topic.into() })
+                .await
+            {
+                Ok(_) => true,
+                Err(status) if status.code() == tonic::Code::NotFound => false,
+                Err(status) => panic!("GetTopic {topic}: {status:?}"),
+            }
+        }
+    };
+    let delete = |name: &'static str| {
+        let mut admin = client.admin();
+        async move {
+            admin
+                .delete_subscription(DeleteSubscriptionRequest {
+                    topic: "orders".into(),
+                    name: name.into(),
+                    force: false,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .kept_dead_letter_topics
+        }
+    };
+    client
+        .publish("orders", vec![event("o1", 4)])
+        .await
+        .unwrap();
+    for name in ["empty", "full", "custom"] {
+        let dlq = if name == "custom" { "shared.dlq" } else { "" };
+        admin.create_subscription(create(name, dlq)).await.unwrap();
+    }
+    assert!(exists("orders.empty.dlq").await && exists("orders.full.dlq").await);
+    client
+        .publish("orders.full.dlq", vec![event("dead", 4)])
+        .await
+        .unwrap();
+
+    // Empty and made by Herald: goes with its subscription.
+    assert!(delete("empty").await.is_empty());
+    assert!(!exists("orders.empty.dlq").await);
+    // Holds events: kept, and the answer says so.
+    assert_eq!(delete("full").await, ["orders.full.dlq"]);
+    assert!(exists("orders.full.dlq").await);
+    // Named by the user: theirs to delete.
+    assert!(delete("custom").await.is_empty());
+    assert!(exists("shared.dlq").await);
+
+    // Deleting the topic does the same for its subscriptions.
+    admin
+        .create_subscription(create("again", ""))
+        .await
+        .unwrap();
+    assert!(exists("orders.again.dlq").await);
+    let kept = admin
+        .delete_topic(DeleteTopicRequest {
+            name: "orders".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .kept_dead_letter_topics;
+    assert!(kept.is_empty(), "{kept:?}");
+    assert!(!exists("orders.again.dlq").await);
+}

@@ -348,12 +348,13 @@ async fn seek_past_the_end_or_without_a_position_is_invalid_argument() {
         .unwrap();
     let seek = |offset: u64| SeekRequest {
         topic: "orders".into(),
-        subscription: "replay".into(),
+        name: "replay".into(),
         position: Some(Position {
             kind: Some(position::Kind::Offsets(PartitionOffsets {
                 offsets: HashMap::from([(0, offset)]),
             })),
         }),
+        ..Default::default()
     };
     let status = admin.seek(seek(10)).await.expect_err("past the end");
     assert_refused(
@@ -370,12 +371,27 @@ async fn seek_past_the_end_or_without_a_position_is_invalid_argument() {
     admin.seek(seek(3)).await.expect("the end itself is fine");
     admin.seek(seek(1)).await.expect("an offset inside is fine");
 
+    // Named twice, differently: which one was meant?
+    #[allow(deprecated)]
+    let twice = SeekRequest {
+        subscription: "other".into(),
+        ..seek(1)
+    };
+    let status = admin.seek(twice).await.expect_err("two names");
+    assert_refused(
+        &status,
+        Code::InvalidArgument,
+        ErrorCode::InvalidRequest,
+        "set only name",
+    );
+
     for position in [None, Some(Position { kind: None })] {
         let status = admin
             .seek(SeekRequest {
                 topic: "orders".into(),
-                subscription: "replay".into(),
+                name: "replay".into(),
                 position,
+                ..Default::default()
             })
             .await
             .expect_err("no position");

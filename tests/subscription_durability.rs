@@ -96,12 +96,13 @@ async fn seek_replays_from_an_offset_and_from_earliest() {
     admin
         .seek(SeekRequest {
             topic: "replay".into(),
-            subscription: "s".into(),
+            name: "s".into(),
             position: Some(Position {
                 kind: Some(position::Kind::Offsets(PartitionOffsets {
                     offsets: [(0, 7)].into(),
                 })),
             }),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -112,16 +113,17 @@ async fn seek_replays_from_an_offset_and_from_earliest() {
     );
     consumer.ack(handles(&replayed)).await;
 
-    admin
-        .seek(SeekRequest {
-            topic: "replay".into(),
-            subscription: "s".into(),
-            position: Some(Position {
-                kind: Some(position::Kind::Earliest(())),
-            }),
-        })
-        .await
-        .unwrap();
+    // The deprecated spelling of the subscription is still accepted.
+    #[allow(deprecated)]
+    let seek_earliest = SeekRequest {
+        topic: "replay".into(),
+        subscription: "s".into(),
+        position: Some(Position {
+            kind: Some(position::Kind::Earliest(())),
+        }),
+        ..Default::default()
+    };
+    admin.seek(seek_earliest).await.unwrap();
     assert_eq!(consumer.events(10, Duration::from_secs(5)).await.len(), 10);
     consumer.close().await;
 }

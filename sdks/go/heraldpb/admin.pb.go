@@ -299,9 +299,13 @@ func (x *DeleteTopicRequest) GetName() string {
 }
 
 type DeleteTopicResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Dead-letter topics of the deleted subscriptions that were kept because
+	// they hold events (or have subscriptions of their own); empty ones that
+	// Herald created under the default name are deleted with them.
+	KeptDeadLetterTopics []string `protobuf:"bytes,1,rep,name=kept_dead_letter_topics,json=keptDeadLetterTopics,proto3" json:"kept_dead_letter_topics,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *DeleteTopicResponse) Reset() {
@@ -332,6 +336,13 @@ func (x *DeleteTopicResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DeleteTopicResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTopicResponse) Descriptor() ([]byte, []int) {
 	return file_herald_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DeleteTopicResponse) GetKeptDeadLetterTopics() []string {
+	if x != nil {
+		return x.KeptDeadLetterTopics
+	}
+	return nil
 }
 
 type GetTopicStatsRequest struct {
@@ -752,9 +763,13 @@ func (x *DeleteSubscriptionRequest) GetForce() bool {
 }
 
 type DeleteSubscriptionResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The subscription's dead-letter topic, when it was kept because it holds
+	// events (or has subscriptions of its own); an empty one that Herald
+	// created under the default name is deleted with the subscription.
+	KeptDeadLetterTopics []string `protobuf:"bytes,1,rep,name=kept_dead_letter_topics,json=keptDeadLetterTopics,proto3" json:"kept_dead_letter_topics,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *DeleteSubscriptionResponse) Reset() {
@@ -785,6 +800,13 @@ func (x *DeleteSubscriptionResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DeleteSubscriptionResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSubscriptionResponse) Descriptor() ([]byte, []int) {
 	return file_herald_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DeleteSubscriptionResponse) GetKeptDeadLetterTopics() []string {
+	if x != nil {
+		return x.KeptDeadLetterTopics
+	}
+	return nil
 }
 
 type GetSubscriptionStatsRequest struct {
@@ -1059,10 +1081,16 @@ func (x *SubscriptionStats) GetOldestUnackedAge() *durationpb.Duration {
 }
 
 type SeekRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
-	Subscription  string                 `protobuf:"bytes,2,opt,name=subscription,proto3" json:"subscription,omitempty"`
-	Position      *Position              `protobuf:"bytes,3,opt,name=position,proto3" json:"position,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// Deprecated spelling of `name`, still accepted; when both are set they
+	// must be equal.
+	//
+	// Deprecated: Marked as deprecated in herald/v1/admin.proto.
+	Subscription string    `protobuf:"bytes,2,opt,name=subscription,proto3" json:"subscription,omitempty"`
+	Position     *Position `protobuf:"bytes,3,opt,name=position,proto3" json:"position,omitempty"`
+	// The subscription, spelled like Get/GetStats/DeleteSubscription.
+	Name          string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1104,6 +1132,7 @@ func (x *SeekRequest) GetTopic() string {
 	return ""
 }
 
+// Deprecated: Marked as deprecated in herald/v1/admin.proto.
 func (x *SeekRequest) GetSubscription() string {
 	if x != nil {
 		return x.Subscription
@@ -1116,6 +1145,13 @@ func (x *SeekRequest) GetPosition() *Position {
 		return x.Position
 	}
 	return nil
+}
+
+func (x *SeekRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
 }
 
 type SeekResponse struct {
@@ -1171,8 +1207,9 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x06config\x18\x02 \x01(\v2\x16.herald.v1.TopicConfigR\x06config\"(\n" +
 	"\x12DeleteTopicRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
-	"\x13DeleteTopicResponse\"*\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"L\n" +
+	"\x13DeleteTopicResponse\x125\n" +
+	"\x17kept_dead_letter_topics\x18\x01 \x03(\tR\x14keptDeadLetterTopics\"*\n" +
 	"\x14GetTopicStatsRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\xb1\x02\n" +
 	"\x19CreateSubscriptionRequest\x12\x14\n" +
@@ -1204,8 +1241,9 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"\x19DeleteSubscriptionRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
-	"\x05force\x18\x03 \x01(\bR\x05force\"\x1c\n" +
-	"\x1aDeleteSubscriptionResponse\"G\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"S\n" +
+	"\x1aDeleteSubscriptionResponse\x125\n" +
+	"\x17kept_dead_letter_topics\x18\x01 \x03(\tR\x14keptDeadLetterTopics\"G\n" +
 	"\x1bGetSubscriptionStatsRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\xb4\x01\n" +
@@ -1229,11 +1267,12 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"\x06nacked\x18\n" +
 	" \x01(\x04R\x06nacked\x12#\n" +
 	"\rbacklog_bytes\x18\v \x01(\x04R\fbacklogBytes\x12G\n" +
-	"\x12oldest_unacked_age\x18\f \x01(\v2\x19.google.protobuf.DurationR\x10oldestUnackedAge\"x\n" +
+	"\x12oldest_unacked_age\x18\f \x01(\v2\x19.google.protobuf.DurationR\x10oldestUnackedAge\"\x90\x01\n" +
 	"\vSeekRequest\x12\x14\n" +
-	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\"\n" +
-	"\fsubscription\x18\x02 \x01(\tR\fsubscription\x12/\n" +
-	"\bposition\x18\x03 \x01(\v2\x13.herald.v1.PositionR\bposition\"\x0e\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12&\n" +
+	"\fsubscription\x18\x02 \x01(\tB\x02\x18\x01R\fsubscription\x12/\n" +
+	"\bposition\x18\x03 \x01(\v2\x13.herald.v1.PositionR\bposition\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\"\x0e\n" +
 	"\fSeekResponse2\xa1\a\n" +
 	"\x05Admin\x12>\n" +
 	"\vCreateTopic\x12\x1d.herald.v1.CreateTopicRequest\x1a\x10.herald.v1.Topic\x128\n" +

@@ -95,6 +95,10 @@ const (
 	ErrorCode_ERROR_CODE_SUBSCRIPTION_CLOSED ErrorCode = 31
 	// INVALID_ARGUMENT: a Credit message granted zero credits.
 	ErrorCode_ERROR_CODE_INVALID_CREDITS ErrorCode = 32
+	// NOT_FOUND: the topic was deleted while the call was using it (a publish
+	// or read racing DeleteTopic). Publishing again re-creates it when the
+	// server creates topics on first publish.
+	ErrorCode_ERROR_CODE_TOPIC_DELETED ErrorCode = 33
 )
 
 // Enum value maps for ErrorCode.
@@ -128,6 +132,7 @@ var (
 		30: "ERROR_CODE_INVALID_SUBSCRIPTION_CONFIG",
 		31: "ERROR_CODE_SUBSCRIPTION_CLOSED",
 		32: "ERROR_CODE_INVALID_CREDITS",
+		33: "ERROR_CODE_TOPIC_DELETED",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":                 0,
@@ -158,6 +163,7 @@ var (
 		"ERROR_CODE_INVALID_SUBSCRIPTION_CONFIG": 30,
 		"ERROR_CODE_SUBSCRIPTION_CLOSED":         31,
 		"ERROR_CODE_INVALID_CREDITS":             32,
+		"ERROR_CODE_TOPIC_DELETED":               33,
 	}
 )
 
@@ -275,7 +281,7 @@ const file_herald_v1_errors_proto_rawDesc = "" +
 	"\bmetadata\x18\x04 \x03(\v2$.herald.v1.ErrorDetail.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xee\a\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x8c\b\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dERROR_CODE_INVALID_TOPIC_NAME\x10\x01\x12\x1a\n" +
@@ -305,7 +311,8 @@ const file_herald_v1_errors_proto_rawDesc = "" +
 	"\x18ERROR_CODE_SEEK_PAST_END\x10\x1d\x12*\n" +
 	"&ERROR_CODE_INVALID_SUBSCRIPTION_CONFIG\x10\x1e\x12\"\n" +
 	"\x1eERROR_CODE_SUBSCRIPTION_CLOSED\x10\x1f\x12\x1e\n" +
-	"\x1aERROR_CODE_INVALID_CREDITS\x10 B;Z9github.com/herald-broker/herald/sdks/go/heraldpb;heraldpbb\x06proto3"
+	"\x1aERROR_CODE_INVALID_CREDITS\x10 \x12\x1c\n" +
+	"\x18ERROR_CODE_TOPIC_DELETED\x10!B;Z9github.com/herald-broker/herald/sdks/go/heraldpb;heraldpbb\x06proto3"
 
 var (
 	file_herald_v1_errors_proto_rawDescOnce sync.Once

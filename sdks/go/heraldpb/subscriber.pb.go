@@ -1346,7 +1346,8 @@ func (x *FlowStatus) GetCredits() uint32 {
 // Handles an Ack, Nack or ExtendDeadline named that could not be applied.
 type AckResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Never issued, or already acked.
+	// Never issued, already acked, or repeated within one request (the first
+	// occurrence is applied).
 	InvalidHandles []string `protobuf:"bytes,1,rep,name=invalid_handles,json=invalidHandles,proto3" json:"invalid_handles,omitempty"`
 	// Issued under an older failover epoch, or already redelivered elsewhere.
 	StaleHandles  []string `protobuf:"bytes,2,rep,name=stale_handles,json=staleHandles,proto3" json:"stale_handles,omitempty"`

@@ -84,13 +84,16 @@ impl Admin for AdminService {
         request: Request<DeleteTopicRequest>,
     ) -> Result<Response<DeleteTopicResponse>, Status> {
         let name = request.into_inner().name;
-        self.ctx
+        let kept_dead_letter_topics = self
+            .ctx
             .broker
             .delete_topic(&name)
             .await
             .map_err(|e| to_status(&e))?;
         tracing::info!(topic = %name, "topic deleted");
-        Ok(Response::new(DeleteTopicResponse {}))
+        Ok(Response::new(DeleteTopicResponse {
+            kept_dead_letter_topics,
+        }))
     }
 
     async fn get_topic_stats(
@@ -159,12 +162,15 @@ impl Admin for AdminService {
         request: Request<DeleteSubscriptionRequest>,
     ) -> Result<Response<DeleteSubscriptionResponse>, Status> {
         let r = request.into_inner();
-        self.ctx
+        let kept_dead_letter_topics = self
+            .ctx
             .broker
             .delete_subscription(&r.topic, &r.name, r.force)
             .await
             .map_err(|e| to_status(&e))?;
-        Ok(Response::new(DeleteSubscriptionResponse {}))
+        Ok(Response::new(DeleteSubscriptionResponse {
+            kept_dead_letter_topics,
+        }))
     }
 
     async fn get_subscription_stats(
@@ -191,9 +197,20 @@ impl Admin for AdminService {
             ));
         };
         let position = convert::position(Some(position), Position::Latest);
+        #[allow(deprecated)]
+        let name = match (r.name.as_str(), r.subscription.as_str()) {
+            (name, "") => name,
+            ("", old) => old,
+            (name, old) if name == old => name,
+            (name, old) => {
+                return Err(invalid_request(format!(
+                    "Seek names the subscription twice, as name {name:?} and as the deprecated subscription {old:?}; set only name"
+                )));
+            }
+        };
         self.ctx
             .broker
-            .seek(&r.topic, &r.subscription, position)
+            .seek(&r.topic, name, position)
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(SeekResponse {}))

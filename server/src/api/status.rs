@@ -67,7 +67,7 @@ pub fn to_detail(error: &BrokerError) -> ErrorDetail {
         ),
         BrokerError::TopicDeleted { topic } => (
             Code::NotFound,
-            ErrorCode::TopicNotFound,
+            ErrorCode::TopicDeleted,
             vec![("topic", topic.clone())],
         ),
         BrokerError::TopicAlreadyExists { topic } => (

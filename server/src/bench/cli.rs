@@ -131,6 +131,10 @@ pub struct PublishArgs {
     /// 0s turns dedup off [default: the server's]
     #[arg(long, requires = "create_topic_fsync", value_parser = humantime::parse_duration)]
     pub create_topic_dedup_window: Option<Duration>,
+    /// Keep the topic at the end; without it, a topic this run created is
+    /// deleted (one that existed before is always kept).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +225,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 mode: args.mode,
                 create_topic_fsync: args.create_topic_fsync,
                 create_topic_dedup_window: args.create_topic_dedup_window,
+                keep: args.keep,
             })
             .await?;
             print(&report, &args.load.output)

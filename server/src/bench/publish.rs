@@ -12,7 +12,8 @@ use hdrhistogram::Histogram;
 use herald::v1::admin_client::AdminClient;
 use herald::v1::publisher_client::PublisherClient;
 use herald::v1::{
-    CreateTopicRequest, ErrorDetail, Event, FsyncPolicy, PublishRequest, TopicConfig,
+    CreateTopicRequest, DeleteTopicRequest, ErrorDetail, Event, FsyncPolicy, GetTopicRequest,
+    PublishRequest, TopicConfig,
 };
 use parking_lot::Mutex;
 use prost::Message;
@@ -69,6 +70,8 @@ pub struct PublishOptions {
     /// With `create_topic_fsync`: the new topic's dedup window (zero turns
     /// dedup off); the server's default when `None`.
     pub create_topic_dedup_window: Option<Duration>,
+    /// Keep the topic at the end even when this run created it.
+    pub keep: bool,
 }
 
 /// Publishes as configured and reports. `opts.load.rate` counts events per
@@ -79,6 +82,9 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<LoadReport> {
     load.rate = opts.load.rate.map(|events| events / opts.batch_size as f64);
     load.validate()?;
     let channels = load::connect_all(&load).await?;
+    // A topic this run creates is deleted at the end (a long run leaves
+    // hundreds of MiB behind); one that was there is the user's.
+    let existed = topic_exists(channels[0].clone(), &opts.topic).await?;
     if let Some(fsync) = opts.create_topic_fsync {
         let dedup_window = opts.create_topic_dedup_window;
         create_topic(channels[0].clone(), &opts.topic, fsync, dedup_window).await?;
@@ -110,6 +116,15 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<LoadReport> {
             )
         }
     };
+    if !existed && !opts.keep {
+        let mut admin = AdminClient::new(load::connect_all(&load).await?.remove(0));
+        let request = DeleteTopicRequest {
+            name: opts.topic.clone(),
+        };
+        if let Err(status) = admin.delete_topic(request).await {
+            tracing::warn!(topic = %opts.topic, %status, "could not delete the bench topic");
+        }
+    }
     Ok(LoadReport::new(
         name,
         &load,
@@ -117,6 +132,18 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<LoadReport> {
         opts.event_size,
         &outcome,
     ))
+}
+
+/// Whether `topic` exists on the server.
+async fn topic_exists(channel: Channel, topic: &str) -> anyhow::Result<bool> {
+    let request = GetTopicRequest {
+        name: topic.to_owned(),
+    };
+    match AdminClient::new(channel).get_topic(request).await {
+        Ok(_) => Ok(true),
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(false),
+        Err(status) => Err(anyhow::anyhow!("cannot look up topic {topic}: {status}")),
+    }
 }
 
 /// An event with `size` payload bytes; the broker assigns its id.
@@ -324,9 +351,27 @@ mod tests {
                 mode,
                 create_topic_fsync: Some(Fsync::None),
                 create_topic_dedup_window: None,
+                keep: false,
             })
             .await
             .unwrap();
+            let left = topic_exists(
+                load::connect_all(&LoadOptions {
+                    endpoint: endpoint.clone(),
+                    connections: 1,
+                    in_flight: 1,
+                    duration: Duration::ZERO,
+                    rate: None,
+                    quiet: true,
+                })
+                .await
+                .unwrap()
+                .remove(0),
+                "bench-smoke",
+            )
+            .await
+            .unwrap();
+            assert!(!left, "{mode:?}: the run deletes the topic it created");
             assert_eq!(report.errors, 0, "{mode:?}: {report}");
             assert!(
                 report.rpcs > 0 && report.events == report.rpcs * 10,

@@ -17,7 +17,8 @@ pub enum BrokerError {
     EmptyBatch { topic: String },
 
     #[error(
-        "event {index} ({id:?}) is {size} bytes, over topic {topic:?}'s max_event_bytes of {limit}; split the payload or raise the topic's max_event_bytes"
+        "event at index {index} ({}) is {size} bytes, over topic {topic:?}'s max_event_bytes of {limit}; split the payload or raise the topic's max_event_bytes",
+        describe_id(id)
     )]
     EventTooLarge {
         topic: String,
@@ -27,7 +28,7 @@ pub enum BrokerError {
         limit: u32,
     },
 
-    #[error("event {index} is invalid: {reason}")]
+    #[error("event at index {index} is invalid: {reason}")]
     InvalidEvent { index: usize, reason: String },
 
     #[error("topic {topic:?} does not exist; create it with Admin.CreateTopic{hint}")]
@@ -43,7 +44,7 @@ pub enum BrokerError {
         partitions: u32,
     },
 
-    #[error("topic {topic:?} was deleted while being read")]
+    #[error("topic {topic:?} was deleted while this call was using it")]
     TopicDeleted { topic: String },
 
     #[error("topic {topic:?} already exists")]
@@ -144,6 +145,16 @@ pub enum BrokerError {
         #[source]
         source: StorageError,
     },
+}
+
+/// An event's id for a message: `id "e1"`, or `no id` when the producer
+/// left it to the broker.
+fn describe_id(id: &str) -> String {
+    if id.is_empty() {
+        "no id".to_owned()
+    } else {
+        format!("id {id:?}")
+    }
 }
 
 impl BrokerError {

@@ -9,6 +9,8 @@ pub mod encoded_event;
 pub mod error;
 pub mod partition_writer;
 pub mod position;
+#[cfg(test)]
+mod publish_tests;
 pub mod reader;
 mod storage_health;
 pub mod subscription;
@@ -33,7 +35,9 @@ pub use error::{BrokerError, Result};
 pub use position::Position;
 pub use topic::{Fsync, TopicMeta, TopicSettings, TopicSettingsPatch, validate_topic_name};
 
-use crate::storage::{NewRecord, PartitionLog, PartitionStats, Storage, system_clock};
+use crate::storage::{
+    NewRecord, PartitionLog, PartitionStats, Storage, StorageError, system_clock,
+};
 use partition_writer::{AppendJob, AppendOutcome};
 use storage_health::StorageHealth;
 
@@ -147,6 +151,8 @@ pub struct PendingPublish {
     sizes: Vec<usize>,
     /// The topic's metric handles.
     metrics: TopicMetrics,
+    /// Whether the topic was deleted meanwhile (see [`Topic::deleted`]).
+    deleted: Arc<AtomicBool>,
     /// One per event, offsets filled in by [`PendingPublish::wait`].
     receipts: Vec<PublishReceipt>,
     /// Per partition: the events' indexes and the writer's answer.
@@ -187,13 +193,22 @@ impl PendingPublish {
 
     async fn wait_stored(mut self) -> Result<Vec<PublishReceipt>> {
         for (partition, indexes, outcome) in self.pending {
+            let deleted = || self.deleted.load(Ordering::Acquire);
             let appended = outcome
                 .await
-                .map_err(|_| BrokerError::ShuttingDown)?
-                .map_err(|source| BrokerError::Storage {
-                    topic: self.topic.clone(),
-                    partition,
-                    source,
+                .map_err(|_| writer_gone(&self.topic, deleted()))?
+                .map_err(|source| {
+                    if matches!(*source, StorageError::Closed) && deleted() {
+                        BrokerError::TopicDeleted {
+                            topic: self.topic.clone(),
+                        }
+                    } else {
+                        BrokerError::Storage {
+                            topic: self.topic.clone(),
+                            partition,
+                            source,
+                        }
+                    }
                 })?;
             for (index, appended) in indexes.into_iter().zip(appended) {
                 let receipt = &mut self.receipts[index];
@@ -215,6 +230,18 @@ impl PendingPublish {
             .latency
             .record(self.started.elapsed().as_secs_f64());
         Ok(self.receipts)
+    }
+}
+
+/// Why a partition's writer stopped taking appends: its topic was deleted,
+/// or else the broker is shutting down (nothing else stops a writer).
+fn writer_gone(topic: &str, deleted: bool) -> BrokerError {
+    if deleted {
+        BrokerError::TopicDeleted {
+            topic: topic.to_owned(),
+        }
+    } else {
+        BrokerError::ShuttingDown
     }
 }
 
@@ -350,6 +377,9 @@ struct Topic {
     subscriptions: Mutex<std::collections::BTreeMap<String, Arc<subscription::SubscriptionHandle>>>,
     /// Publish counters and latency.
     metrics: TopicMetrics,
+    /// Set by `delete_topic` before it stops the writers, so a publish
+    /// racing the delete is answered "topic deleted", not "shutting down".
+    deleted: Arc<AtomicBool>,
 }
 
 struct Partition {
@@ -542,7 +572,7 @@ impl Broker {
                 .writer
                 .send(job)
                 .await
-                .map_err(|_| BrokerError::ShuttingDown)?;
+                .map_err(|_| writer_gone(topic, handle.deleted.load(Ordering::Acquire)))?;
             pending.push((partition as u32, indexes, outcome));
         }
         Ok(PendingPublish {
@@ -552,6 +582,7 @@ impl Broker {
             started,
             sizes,
             metrics: handle.metrics.clone(),
+            deleted: handle.deleted.clone(),
             receipts,
             pending,
         })
@@ -614,8 +645,11 @@ impl Broker {
         Ok(info(name, &topic))
     }
 
-    /// Deletes a topic, its subscriptions and every event in it.
-    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+    /// Deletes a topic, its subscriptions and every event in it, and the
+    /// subscriptions' dead-letter topics that Herald created and that hold
+    /// nothing; returns the dead-letter topics kept (see
+    /// [`Broker::delete_subscription`]).
+    pub async fn delete_topic(&self, name: &str) -> Result<Vec<String>> {
         validate_topic_name(name)?;
         let removed = {
             let _admin = self.inner.admin.lock();
@@ -624,11 +658,12 @@ impl Broker {
         let Some(topic) = removed else {
             return Err(self.not_found(name));
         };
+        topic.deleted.store(true, Ordering::Release);
         let subscriptions: Vec<_> = std::mem::take(&mut *topic.subscriptions.lock())
             .into_values()
             .collect();
-        for subscription in subscriptions {
-            subscriptions::stop_subscription(&subscription).await;
+        for subscription in &subscriptions {
+            subscriptions::stop_subscription(subscription).await;
         }
         // Writers end once in-flight publishes drop their handles; appends
         // racing the delete fail with a storage "closed" error.
@@ -638,7 +673,16 @@ impl Broker {
             .delete_topic(name)
             .map_err(|source| BrokerError::Metadata { source });
         self.inner.storage_health.forget_topic(name);
-        deleted
+        deleted?;
+        let mut kept = Vec::new();
+        for subscription in &subscriptions {
+            let info = &subscription.info;
+            kept.extend(
+                self.retire_dead_letter_topic(name, &info.name, &info.settings)
+                    .await,
+            );
+        }
+        Ok(kept)
     }
 
     /// Follows whether storage can write: `None` while every partition's
@@ -828,6 +872,7 @@ impl Broker {
             round_robin: AtomicU64::new(0),
             subscriptions: Mutex::new(std::collections::BTreeMap::new()),
             metrics: TopicMetrics::register(name),
+            deleted: Arc::default(),
         }))
     }
 

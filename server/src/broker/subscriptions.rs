@@ -61,7 +61,15 @@ impl Broker {
 
     /// Deletes a subscription and its cursor. With consumers attached this
     /// is refused unless `force`, which disconnects them.
-    pub async fn delete_subscription(&self, topic: &str, name: &str, force: bool) -> Result<()> {
+    /// Deletes a subscription, and with it its dead-letter topic when that
+    /// is one Herald created (the default name) and it holds no events and
+    /// no subscriptions; returns the dead-letter topic when it was kept.
+    pub async fn delete_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+        force: bool,
+    ) -> Result<Vec<String>> {
         let handle = self.subscription(topic, name)?;
         let consumers = handle.consumers.load(Ordering::Relaxed);
         if consumers > 0 && !force {
@@ -82,7 +90,51 @@ impl Broker {
             .delete_subscription(topic, name)
             .map_err(|source| BrokerError::Metadata { source })?;
         tracing::info!(topic, subscription = name, "subscription deleted");
-        Ok(())
+        Ok(self
+            .retire_dead_letter_topic(topic, name, &handle.info.settings)
+            .await)
+    }
+
+    /// After `subscription` of `topic` was deleted: deletes its dead-letter
+    /// topic if Herald made it (default name) and nothing would be lost
+    /// (no events stored, no subscriptions); returns it when kept.
+    pub(super) async fn retire_dead_letter_topic(
+        &self,
+        topic: &str,
+        subscription: &str,
+        settings: &SubscriptionSettings,
+    ) -> Vec<String> {
+        let dlq = &settings.dead_letter_topic;
+        let created_by_herald = settings.redelivery.max_delivery_attempts > 0
+            && *dlq == format!("{topic}.{subscription}.dlq");
+        let Ok(handle) = self.topic(dlq) else {
+            return Vec::new();
+        };
+        if !created_by_herald {
+            return Vec::new();
+        }
+        let empty = handle.subscriptions.lock().is_empty()
+            && handle
+                .partitions
+                .iter()
+                .all(|p| p.log.stats().records() == 0);
+        if !empty {
+            tracing::info!(topic, subscription, dead_letter_topic = %dlq, "dead-letter topic kept: it holds events or subscriptions");
+            return vec![dlq.clone()];
+        }
+        // Boxed: delete_topic retires dead-letter topics in turn.
+        match Box::pin(self.delete_topic(dlq)).await {
+            Ok(_) => {
+                tracing::info!(topic, subscription, dead_letter_topic = %dlq, "empty dead-letter topic deleted with its subscription");
+                Vec::new()
+            }
+            // Deleted meanwhile by someone else: nothing kept.
+            Err(BrokerError::TopicNotFound { .. }) => Vec::new(),
+            Err(error) => {
+                tracing::warn!(dead_letter_topic = %dlq, %error, "could not delete an empty dead-letter topic; it is kept");
+                vec![dlq.clone()]
+            }
+        }
     }
 
     /// Backlog, unacked, counters and consumers of a subscription.

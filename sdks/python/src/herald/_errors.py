@@ -86,6 +86,8 @@ class ErrorCode(enum.IntEnum):
     """UNAVAILABLE: the subscription was deleted (or its topic) while the consumer was attached."""
     INVALID_CREDITS = 32
     """INVALID_ARGUMENT: a Credit message granted zero credits."""
+    TOPIC_DELETED = 33
+    """NOT_FOUND: the topic was deleted while the call was using it (publishing again re-creates it when the server creates topics on first publish)."""
 
     @property
     def proto_name(self) -> str:

@@ -28,7 +28,7 @@ from herald.v1 import subscriber_pb2 as herald_dot_v1_dot_subscriber__pb2
 from herald.v1 import topic_pb2 as herald_dot_v1_dot_topic__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15herald/v1/admin.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aherald/v1/subscriber.proto\x1a\x15herald/v1/topic.proto\"J\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x16.herald.v1.TopicConfig\"\x1f\n\x0fGetTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x13\n\x11ListTopicsRequest\"6\n\x12ListTopicsResponse\x12 \n\x06topics\x18\x01 \x03(\x0b\x32\x10.herald.v1.Topic\"J\n\x12UpdateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x16.herald.v1.TopicConfig\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"$\n\x14GetTopicStatsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xf4\x01\n\x19\x43reateSubscriptionRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x04type\x18\x03 \x01(\x0e\x32\x1b.herald.v1.SubscriptionType\x12-\n\x10initial_position\x18\x04 \x01(\x0b\x32\x13.herald.v1.Position\x12/\n\x0c\x61\x63k_deadline\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\nredelivery\x18\x06 \x01(\x0b\x32\x1b.herald.v1.RedeliveryPolicy\"\xe9\x01\n\x0cSubscription\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x04type\x18\x03 \x01(\x0e\x32\x1b.herald.v1.SubscriptionType\x12/\n\x0c\x61\x63k_deadline\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\nredelivery\x18\x05 \x01(\x0b\x32\x1b.herald.v1.RedeliveryPolicy\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\x16GetSubscriptionRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\")\n\x18ListSubscriptionsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"K\n\x19ListSubscriptionsResponse\x12.\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x17.herald.v1.Subscription\"G\n\x19\x44\x65leteSubscriptionRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\x1c\n\x1a\x44\x65leteSubscriptionResponse\":\n\x1bGetSubscriptionStatsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x84\x01\n\rConsumerStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0boutstanding\x18\x02 \x01(\x04\x12\x0f\n\x07\x63redits\x18\x03 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12/\n\x0b\x61ttach_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xab\x02\n\x11SubscriptionStats\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63klog\x18\x03 \x01(\x04\x12\x0f\n\x07unacked\x18\x04 \x01(\x04\x12\x13\n\x0bredelivered\x18\x05 \x01(\x04\x12\x15\n\rdead_lettered\x18\x06 \x01(\x04\x12+\n\tconsumers\x18\x07 \x03(\x0b\x32\x18.herald.v1.ConsumerStats\x12\x11\n\tdelivered\x18\x08 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\t \x01(\x04\x12\x0e\n\x06nacked\x18\n \x01(\x04\x12\x15\n\rbacklog_bytes\x18\x0b \x01(\x04\x12\x35\n\x12oldest_unacked_age\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\"Y\n\x0bSeekRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12%\n\x08position\x18\x03 \x01(\x0b\x32\x13.herald.v1.Position\"\x0e\n\x0cSeekResponse2\xa1\x07\n\x05\x41\x64min\x12>\n\x0b\x43reateTopic\x12\x1d.herald.v1.CreateTopicRequest\x1a\x10.herald.v1.Topic\x12\x38\n\x08GetTopic\x12\x1a.herald.v1.GetTopicRequest\x1a\x10.herald.v1.Topic\x12I\n\nListTopics\x12\x1c.herald.v1.ListTopicsRequest\x1a\x1d.herald.v1.ListTopicsResponse\x12>\n\x0bUpdateTopic\x12\x1d.herald.v1.UpdateTopicRequest\x1a\x10.herald.v1.Topic\x12L\n\x0b\x44\x65leteTopic\x12\x1d.herald.v1.DeleteTopicRequest\x1a\x1e.herald.v1.DeleteTopicResponse\x12G\n\rGetTopicStats\x12\x1f.herald.v1.GetTopicStatsRequest\x1a\x15.herald.v1.TopicStats\x12S\n\x12\x43reateSubscription\x12$.herald.v1.CreateSubscriptionRequest\x1a\x17.herald.v1.Subscription\x12M\n\x0fGetSubscription\x12!.herald.v1.GetSubscriptionRequest\x1a\x17.herald.v1.Subscription\x12^\n\x11ListSubscriptions\x12#.herald.v1.ListSubscriptionsRequest\x1a$.herald.v1.ListSubscriptionsResponse\x12\x61\n\x12\x44\x65leteSubscription\x12$.herald.v1.DeleteSubscriptionRequest\x1a%.herald.v1.DeleteSubscriptionResponse\x12\\\n\x14GetSubscriptionStats\x12&.herald.v1.GetSubscriptionStatsRequest\x1a\x1c.herald.v1.SubscriptionStats\x12\x37\n\x04Seek\x12\x16.herald.v1.SeekRequest\x1a\x17.herald.v1.SeekResponseB;Z9github.com/herald-broker/herald/sdks/go/heraldpb;heraldpbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15herald/v1/admin.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aherald/v1/subscriber.proto\x1a\x15herald/v1/topic.proto\"J\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x16.herald.v1.TopicConfig\"\x1f\n\x0fGetTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x13\n\x11ListTopicsRequest\"6\n\x12ListTopicsResponse\x12 \n\x06topics\x18\x01 \x03(\x0b\x32\x10.herald.v1.Topic\"J\n\x12UpdateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x16.herald.v1.TopicConfig\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x13\x44\x65leteTopicResponse\x12\x1f\n\x17kept_dead_letter_topics\x18\x01 \x03(\t\"$\n\x14GetTopicStatsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xf4\x01\n\x19\x43reateSubscriptionRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x04type\x18\x03 \x01(\x0e\x32\x1b.herald.v1.SubscriptionType\x12-\n\x10initial_position\x18\x04 \x01(\x0b\x32\x13.herald.v1.Position\x12/\n\x0c\x61\x63k_deadline\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\nredelivery\x18\x06 \x01(\x0b\x32\x1b.herald.v1.RedeliveryPolicy\"\xe9\x01\n\x0cSubscription\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x04type\x18\x03 \x01(\x0e\x32\x1b.herald.v1.SubscriptionType\x12/\n\x0c\x61\x63k_deadline\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\nredelivery\x18\x05 \x01(\x0b\x32\x1b.herald.v1.RedeliveryPolicy\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\x16GetSubscriptionRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\")\n\x18ListSubscriptionsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"K\n\x19ListSubscriptionsResponse\x12.\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x17.herald.v1.Subscription\"G\n\x19\x44\x65leteSubscriptionRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"=\n\x1a\x44\x65leteSubscriptionResponse\x12\x1f\n\x17kept_dead_letter_topics\x18\x01 \x03(\t\":\n\x1bGetSubscriptionStatsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x84\x01\n\rConsumerStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0boutstanding\x18\x02 \x01(\x04\x12\x0f\n\x07\x63redits\x18\x03 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12/\n\x0b\x61ttach_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xab\x02\n\x11SubscriptionStats\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63klog\x18\x03 \x01(\x04\x12\x0f\n\x07unacked\x18\x04 \x01(\x04\x12\x13\n\x0bredelivered\x18\x05 \x01(\x04\x12\x15\n\rdead_lettered\x18\x06 \x01(\x04\x12+\n\tconsumers\x18\x07 \x03(\x0b\x32\x18.herald.v1.ConsumerStats\x12\x11\n\tdelivered\x18\x08 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\t \x01(\x04\x12\x0e\n\x06nacked\x18\n \x01(\x04\x12\x15\n\rbacklog_bytes\x18\x0b \x01(\x04\x12\x35\n\x12oldest_unacked_age\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\"k\n\x0bSeekRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x18\n\x0csubscription\x18\x02 \x01(\tB\x02\x18\x01\x12%\n\x08position\x18\x03 \x01(\x0b\x32\x13.herald.v1.Position\x12\x0c\n\x04name\x18\x04 \x01(\t\"\x0e\n\x0cSeekResponse2\xa1\x07\n\x05\x41\x64min\x12>\n\x0b\x43reateTopic\x12\x1d.herald.v1.CreateTopicRequest\x1a\x10.herald.v1.Topic\x12\x38\n\x08GetTopic\x12\x1a.herald.v1.GetTopicRequest\x1a\x10.herald.v1.Topic\x12I\n\nListTopics\x12\x1c.herald.v1.ListTopicsRequest\x1a\x1d.herald.v1.ListTopicsResponse\x12>\n\x0bUpdateTopic\x12\x1d.herald.v1.UpdateTopicRequest\x1a\x10.herald.v1.Topic\x12L\n\x0b\x44\x65leteTopic\x12\x1d.herald.v1.DeleteTopicRequest\x1a\x1e.herald.v1.DeleteTopicResponse\x12G\n\rGetTopicStats\x12\x1f.herald.v1.GetTopicStatsRequest\x1a\x15.herald.v1.TopicStats\x12S\n\x12\x43reateSubscription\x12$.herald.v1.CreateSubscriptionRequest\x1a\x17.herald.v1.Subscription\x12M\n\x0fGetSubscription\x12!.herald.v1.GetSubscriptionRequest\x1a\x17.herald.v1.Subscription\x12^\n\x11ListSubscriptions\x12#.herald.v1.ListSubscriptionsRequest\x1a$.herald.v1.ListSubscriptionsResponse\x12\x61\n\x12\x44\x65leteSubscription\x12$.herald.v1.DeleteSubscriptionRequest\x1a%.herald.v1.DeleteSubscriptionResponse\x12\\\n\x14GetSubscriptionStats\x12&.herald.v1.GetSubscriptionStatsRequest\x1a\x1c.herald.v1.SubscriptionStats\x12\x37\n\x04Seek\x12\x16.herald.v1.SeekRequest\x1a\x17.herald.v1.SeekResponseB;Z9github.com/herald-broker/herald/sdks/go/heraldpb;heraldpbb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'herald.v1.admin_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z9github.com/herald-broker/herald/sdks/go/heraldpb;heraldpb'
+  _globals['_SEEKREQUEST'].fields_by_name['subscription']._loaded_options = None
+  _globals['_SEEKREQUEST'].fields_by_name['subscription']._serialized_options = b'\030\001'
   _globals['_CREATETOPICREQUEST']._serialized_start=152
   _globals['_CREATETOPICREQUEST']._serialized_end=226
   _globals['_GETTOPICREQUEST']._serialized_start=228
@@ -49,33 +51,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETETOPICREQUEST']._serialized_start=414
   _globals['_DELETETOPICREQUEST']._serialized_end=448
   _globals['_DELETETOPICRESPONSE']._serialized_start=450
-  _globals['_DELETETOPICRESPONSE']._serialized_end=471
-  _globals['_GETTOPICSTATSREQUEST']._serialized_start=473
-  _globals['_GETTOPICSTATSREQUEST']._serialized_end=509
-  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_start=512
-  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_end=756
-  _globals['_SUBSCRIPTION']._serialized_start=759
-  _globals['_SUBSCRIPTION']._serialized_end=992
-  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=994
-  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=1047
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=1049
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=1090
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=1092
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=1167
-  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_start=1169
-  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_end=1240
-  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_start=1242
-  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_end=1270
-  _globals['_GETSUBSCRIPTIONSTATSREQUEST']._serialized_start=1272
-  _globals['_GETSUBSCRIPTIONSTATSREQUEST']._serialized_end=1330
-  _globals['_CONSUMERSTATS']._serialized_start=1333
-  _globals['_CONSUMERSTATS']._serialized_end=1465
-  _globals['_SUBSCRIPTIONSTATS']._serialized_start=1468
-  _globals['_SUBSCRIPTIONSTATS']._serialized_end=1767
-  _globals['_SEEKREQUEST']._serialized_start=1769
-  _globals['_SEEKREQUEST']._serialized_end=1858
-  _globals['_SEEKRESPONSE']._serialized_start=1860
-  _globals['_SEEKRESPONSE']._serialized_end=1874
-  _globals['_ADMIN']._serialized_start=1877
-  _globals['_ADMIN']._serialized_end=2806
+  _globals['_DELETETOPICRESPONSE']._serialized_end=504
+  _globals['_GETTOPICSTATSREQUEST']._serialized_start=506
+  _globals['_GETTOPICSTATSREQUEST']._serialized_end=542
+  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_start=545
+  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_end=789
+  _globals['_SUBSCRIPTION']._serialized_start=792
+  _globals['_SUBSCRIPTION']._serialized_end=1025
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=1027
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=1080
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=1082
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=1123
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=1125
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=1200
+  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_start=1202
+  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_end=1273
+  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_start=1275
+  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_end=1336
+  _globals['_GETSUBSCRIPTIONSTATSREQUEST']._serialized_start=1338
+  _globals['_GETSUBSCRIPTIONSTATSREQUEST']._serialized_end=1396
+  _globals['_CONSUMERSTATS']._serialized_start=1399
+  _globals['_CONSUMERSTATS']._serialized_end=1531
+  _globals['_SUBSCRIPTIONSTATS']._serialized_start=1534
+  _globals['_SUBSCRIPTIONSTATS']._serialized_end=1833
+  _globals['_SEEKREQUEST']._serialized_start=1835
+  _globals['_SEEKREQUEST']._serialized_end=1942
+  _globals['_SEEKRESPONSE']._serialized_start=1944
+  _globals['_SEEKRESPONSE']._serialized_end=1958
+  _globals['_ADMIN']._serialized_start=1961
+  _globals['_ADMIN']._serialized_end=2890
 # @@protoc_insertion_point(module_scope)

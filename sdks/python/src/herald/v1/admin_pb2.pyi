@@ -51,8 +51,10 @@ class DeleteTopicRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class DeleteTopicResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("kept_dead_letter_topics",)
+    KEPT_DEAD_LETTER_TOPICS_FIELD_NUMBER: _ClassVar[int]
+    kept_dead_letter_topics: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kept_dead_letter_topics: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetTopicStatsRequest(_message.Message):
     __slots__ = ("name",)
@@ -123,8 +125,10 @@ class DeleteSubscriptionRequest(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class DeleteSubscriptionResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("kept_dead_letter_topics",)
+    KEPT_DEAD_LETTER_TOPICS_FIELD_NUMBER: _ClassVar[int]
+    kept_dead_letter_topics: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kept_dead_letter_topics: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetSubscriptionStatsRequest(_message.Message):
     __slots__ = ("topic", "name")
@@ -177,14 +181,16 @@ class SubscriptionStats(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., name: _Optional[str] = ..., backlog: _Optional[int] = ..., unacked: _Optional[int] = ..., redelivered: _Optional[int] = ..., dead_lettered: _Optional[int] = ..., consumers: _Optional[_Iterable[_Union[ConsumerStats, _Mapping]]] = ..., delivered: _Optional[int] = ..., acked: _Optional[int] = ..., nacked: _Optional[int] = ..., backlog_bytes: _Optional[int] = ..., oldest_unacked_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SeekRequest(_message.Message):
-    __slots__ = ("topic", "subscription", "position")
+    __slots__ = ("topic", "subscription", "position", "name")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     topic: str
     subscription: str
     position: _subscriber_pb2.Position
-    def __init__(self, topic: _Optional[str] = ..., subscription: _Optional[str] = ..., position: _Optional[_Union[_subscriber_pb2.Position, _Mapping]] = ...) -> None: ...
+    name: str
+    def __init__(self, topic: _Optional[str] = ..., subscription: _Optional[str] = ..., position: _Optional[_Union[_subscriber_pb2.Position, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
 
 class SeekResponse(_message.Message):
     __slots__ = ()

@@ -37,6 +37,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_INVALID_SUBSCRIPTION_CONFIG: _ClassVar[ErrorCode]
     ERROR_CODE_SUBSCRIPTION_CLOSED: _ClassVar[ErrorCode]
     ERROR_CODE_INVALID_CREDITS: _ClassVar[ErrorCode]
+    ERROR_CODE_TOPIC_DELETED: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 ERROR_CODE_INVALID_TOPIC_NAME: ErrorCode
 ERROR_CODE_EMPTY_BATCH: ErrorCode
@@ -65,6 +66,7 @@ ERROR_CODE_SEEK_PAST_END: ErrorCode
 ERROR_CODE_INVALID_SUBSCRIPTION_CONFIG: ErrorCode
 ERROR_CODE_SUBSCRIPTION_CLOSED: ErrorCode
 ERROR_CODE_INVALID_CREDITS: ErrorCode
+ERROR_CODE_TOPIC_DELETED: ErrorCode
 
 class ErrorDetail(_message.Message):
     __slots__ = ("grpc_code", "code", "message", "metadata")

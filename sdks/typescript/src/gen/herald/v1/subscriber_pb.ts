@@ -637,7 +637,8 @@ export const FlowStatus_ReasonSchema: GenEnum<FlowStatus_Reason> = /*@__PURE__*/
  */
 export type AckResult = Message<"herald.v1.AckResult"> & {
   /**
-   * Never issued, or already acked.
+   * Never issued, already acked, or repeated within one request (the first
+   * occurrence is applied).
    *
    * @generated from field: repeated string invalid_handles = 1;
    */

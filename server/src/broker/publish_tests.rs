@@ -1,0 +1,65 @@
+//! Publishing against topic deletion, on the file store.
+
+use std::sync::Arc;
+
+use herald::v1::Event;
+use tokio_util::sync::CancellationToken;
+
+use super::{Broker, BrokerConfig, BrokerError, TopicSettingsPatch};
+use crate::storage::file::FileStorage;
+
+fn event(i: usize) -> Event {
+    Event {
+        source: "/tests".into(),
+        r#type: "test".into(),
+        data: vec![b'x'; 64].into(),
+        key: format!("k{i}"),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publishes_racing_a_topic_delete_are_told_the_topic_was_deleted_not_shutting_down() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..5 {
+        let storage = Arc::new(FileStorage::open(dir.path().join(round.to_string())).unwrap());
+        let config = BrokerConfig {
+            auto_create_topics: false,
+            ..Default::default()
+        };
+        let broker = Broker::open(storage, config, CancellationToken::new()).unwrap();
+        let patch = TopicSettingsPatch {
+            partitions: Some(4),
+            ..Default::default()
+        };
+        broker.create_topic("doomed", &patch).unwrap();
+        let publishers: Vec<_> = (0..8)
+            .map(|p| {
+                let broker = broker.clone();
+                tokio::spawn(async move {
+                    let mut stored = 0;
+                    loop {
+                        let events = (0..16).map(|i| event(p * 16 + i)).collect();
+                        match broker.publish("doomed", events).await {
+                            Ok(_) => stored += 1,
+                            Err(error) => return (stored, error),
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        broker.delete_topic("doomed").await.unwrap();
+        for publisher in publishers {
+            let (stored, error) = publisher.await.unwrap();
+            assert!(
+                matches!(
+                    error,
+                    BrokerError::TopicDeleted { .. } | BrokerError::TopicNotFound { .. }
+                ),
+                "round {round}: after {stored} publishes: {error:?}"
+            );
+        }
+        broker.shutdown().await;
+    }
+}
