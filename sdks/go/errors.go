@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -51,9 +52,10 @@ func (e *Error) Unwrap() error { return e.cause }
 func (e *Error) GRPCStatus() *status.Status { return status.New(e.GRPCCode, e.Message) }
 
 // Transient reports whether retrying later (after a reconnect) may
-// succeed: UNAVAILABLE, UNKNOWN, CANCELED from the transport, except a
-// subscription deleted under its consumer (re-attaching would silently
-// recreate it).
+// succeed: UNAVAILABLE (connection refused or lost, GOAWAY, keepalive
+// timeout, broker shutting down), UNKNOWN, CANCELED from the transport, a
+// stream reset (RST_STREAM), except a subscription deleted under its
+// consumer (re-attaching would silently recreate it).
 func (e *Error) Transient() bool {
 	if e.Code == heraldpb.ErrorCode_ERROR_CODE_SUBSCRIPTION_CLOSED {
 		return false
@@ -61,6 +63,9 @@ func (e *Error) Transient() bool {
 	switch e.GRPCCode {
 	case codes.Unavailable, codes.Unknown, codes.Canceled:
 		return true
+	case codes.Internal:
+		// gRPC-Go's status for a stream reset by the peer or a proxy.
+		return e.Code == heraldpb.ErrorCode_ERROR_CODE_UNSPECIFIED && strings.Contains(e.Message, "RST_STREAM")
 	}
 	return false
 }

@@ -19,12 +19,17 @@ func TestParseEndpoint(t *testing.T) {
 		tls        bool
 		err        string
 	}{
-		{"http://127.0.0.1:50051", "dns:///127.0.0.1:50051", false, ""},
-		{"https://herald.example.com", "dns:///herald.example.com:443", true, ""},
-		{"localhost:50051", "localhost:50051", false, ""},
+		{"http://127.0.0.1:50051", "passthrough:///127.0.0.1:50051", false, ""},
+		{"https://herald.example.com", "passthrough:///herald.example.com:443", true, ""},
+		{"https://herald.example.com:8443/", "passthrough:///herald.example.com:8443", true, ""},
+		{"http://herald.example.com", "passthrough:///herald.example.com:80", false, ""},
+		{"localhost:50051", "passthrough:///localhost:50051", false, ""},
+		{" 127.0.0.1:1 ", "passthrough:///127.0.0.1:1", false, ""},
+		{"[::1]:50051", "passthrough:///[::1]:50051", false, ""},
 		{"", "", false, "no endpoint given"},
 		{"grpc://x:1", "", false, "scheme must be http or https"},
-		{"http://x:1/some/path", "", false, "expected http://host:port"},
+		{"http://x:1/some/path", "", false, "expected host:port, http://host:port or https://host:port"},
+		{"http://:1", "", false, "expected host:port"},
 	} {
 		target, tls, err := parseEndpoint(c.in)
 		if c.err != "" {

@@ -4,7 +4,11 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -38,7 +42,18 @@ type producerConfig struct {
 // (until WithMaxBatch events or WithLinger after the first), with at most
 // WithMaxInFlight requests unanswered. When the broker refuses one event
 // of a shared request (too large, malformed), only the call that gave it
-// fails. Safe for concurrent use; Close flushes and waits for answers.
+// fails.
+//
+// When the connection breaks (broker restart, network, GOAWAY), every
+// unanswered request is sent again, in order, on a new stream once the
+// broker is reachable (with the client's ReconnectPolicy backoff), until
+// each call's deadline (its ctx's, else the client's request timeout).
+// That is safe because the broker deduplicates event ids: an event it had
+// stored before the break comes back with Receipt.Duplicate set and its
+// original offset, so each successful publish is stored once. A call fails
+// before its deadline only when the broker refuses it (e.g.
+// INVALID_ARGUMENT). Safe for concurrent use; Close flushes and waits for
+// answers.
 type Producer[T proto.Message] struct {
 	client *Client
 	et     EventType[T]
@@ -51,26 +66,68 @@ type Producer[T proto.Message] struct {
 	mu       sync.RWMutex
 	closed   bool
 
-	requests atomic.Uint64
-	events   atomic.Uint64
+	requests    atomic.Uint64
+	events      atomic.Uint64
+	resends     atomic.Uint64
+	lastFailure atomic.Pointer[failure]
 }
 
 // ProducerStats counts what a producer has sent.
 type ProducerStats struct {
+	// PublishStream requests sent (resends included).
 	Requests uint64
-	Events   uint64
+	// Events in them (resends included).
+	Events uint64
+	// Times the stream broke with requests unanswered, which were then
+	// sent again.
+	Resends uint64
 }
+
+// failure is why the publish stream last broke; nil once it works again.
+type failure struct{ err error }
 
 // call is one Publish or PublishBatch waiting for its answer.
 type call struct {
 	events []*heraldpb.Event
-	done   chan callResult
+	// When the caller stops waiting: the batcher drops it then.
+	deadline time.Time
+	// The deadline is ctx's, not the client's request timeout.
+	ctxDeadline bool
+
+	settled atomic.Bool
+	result  callResult    // set once, before ready is closed
+	ready   chan struct{} // closed when result is set
 }
 
 type callResult struct {
 	receipts []Receipt
 	err      error
 }
+
+func newCall(events []*heraldpb.Event, deadline time.Time, ctxDeadline bool) *call {
+	return &call{events: events, deadline: deadline, ctxDeadline: ctxDeadline, ready: make(chan struct{})}
+}
+
+// resolve sets the call's result unless it has one (the first of the
+// batcher's answer and the caller's timeout or cancellation wins).
+func (c *call) resolve(r callResult) {
+	if c.settled.Swap(true) {
+		return
+	}
+	c.result = r
+	close(c.ready)
+}
+
+// giveUp is for a caller that stops waiting (deadline, cancel): the call
+// gets err unless the batcher answered first; returns what it got. The
+// batcher no longer sends a call given up.
+func (c *call) giveUp(err error) callResult {
+	c.resolve(callResult{err: err})
+	<-c.ready
+	return c.result
+}
+
+func (c *call) done() bool { return c.settled.Load() }
 
 // NewProducer starts a producer of et's events on c (a background
 // goroutine; stop it with Close). The generated New<Msg>Producer helpers
@@ -96,16 +153,21 @@ func NewProducer[T proto.Message](c *Client, et EventType[T], opts ...ProducerOp
 		finished: make(chan struct{}),
 	}
 	b := &batcher{
-		publisher: c.publisher,
-		topic:     cfg.topic,
-		linger:    cfg.linger,
-		maxBatch:  cfg.maxBatch,
-		inFlight:  cfg.maxInFlight,
-		calls:     p.calls,
-		closeReq:  p.closeReq,
-		finished:  p.finished,
-		requests:  &p.requests,
-		events:    &p.events,
+		publisher:   c.publisher,
+		topic:       cfg.topic,
+		linger:      cfg.linger,
+		maxBatch:    cfg.maxBatch,
+		inFlight:    cfg.maxInFlight,
+		reconnect:   c.cfg.reconnect,
+		calls:       p.calls,
+		closeReq:    p.closeReq,
+		finished:    p.finished,
+		requests:    &p.requests,
+		events:      &p.events,
+		resends:     &p.resends,
+		lastFailure: &p.lastFailure,
+		timeoutErr:  p.timeoutError,
+		log:         c.logger(),
 	}
 	go b.run()
 	return p
@@ -116,14 +178,19 @@ func (p *Producer[T]) Topic() string { return p.cfg.topic }
 
 // Stats is what the producer has sent so far.
 func (p *Producer[T]) Stats() ProducerStats {
-	return ProducerStats{Requests: p.requests.Load(), Events: p.events.Load()}
+	return ProducerStats{Requests: p.requests.Load(), Events: p.events.Load(), Resends: p.resends.Load()}
 }
 
 // Publish publishes one event and returns where it was stored once it is
 // durable. A refusal is an *Error with the Herald code (e.g.
-// ERROR_CODE_EVENT_TOO_LARGE). ctx bounds the wait (the client's request
-// timeout when it has no deadline); it is also where the trace context
-// comes from. An event whose wait was cut short may still be stored.
+// ERROR_CODE_EVENT_TOO_LARGE), returned at once. Across a broken
+// connection the event is sent again until ctx's deadline (the client's
+// request timeout when it has none); past it Publish fails with an *Error
+// of GRPCCode DeadlineExceeded naming the last connection failure (for a
+// ctx deadline it also matches context.DeadlineExceeded). ctx is also
+// where the trace context comes from. An event whose wait was cut short
+// (timeout, cancel) may or may not be stored: publishing it again
+// WithID(its id) is safe.
 func (p *Producer[T]) Publish(ctx context.Context, msg T, opts ...PublishOption) (Receipt, error) {
 	ev, err := p.envelope(ctx, msg, opts)
 	if err != nil {
@@ -227,8 +294,10 @@ func (p *Producer[T]) envelope(ctx context.Context, msg T, opts []PublishOption)
 func (p *Producer[T]) send(ctx context.Context, events []*heraldpb.Event) ([]Receipt, error) {
 	// The client's request timeout applies when ctx has no deadline (a
 	// pooled timer: cheaper than a derived context per call).
+	deadline, ctxDeadline := ctx.Deadline()
 	var timeout <-chan time.Time
-	if _, ok := ctx.Deadline(); !ok {
+	if !ctxDeadline {
+		deadline = time.Now().Add(p.client.cfg.requestTimeout)
 		t := timerPool.Get().(*time.Timer)
 		t.Reset(p.client.cfg.requestTimeout)
 		defer func() {
@@ -237,22 +306,49 @@ func (p *Producer[T]) send(ctx context.Context, events []*heraldpb.Event) ([]Rec
 		}()
 		timeout = t.C
 	}
-	c, err := p.enqueue(ctx, timeout, events)
-	if err != nil {
+	c := newCall(events, deadline, ctxDeadline)
+	if err := p.enqueue(ctx, timeout, c); err != nil {
 		return nil, err
 	}
+	var r callResult
 	select {
-	case r := <-c.done:
-		return r.receipts, r.err
+	case <-c.ready:
+		r = c.result
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		if ctx.Err() == context.DeadlineExceeded {
+			r = c.giveUp(p.timeoutError(c))
+		} else {
+			r = c.giveUp(ctx.Err())
+		}
 	case <-timeout:
-		return nil, p.timeoutError()
+		r = c.giveUp(p.timeoutError(c))
 	}
+	return r.receipts, r.err
 }
 
-func (p *Producer[T]) timeoutError() error {
-	return &Error{GRPCCode: codes.DeadlineExceeded, Message: fmt.Sprintf("no answer within the request timeout (%s); the event may still be stored", p.client.cfg.requestTimeout)}
+// timeoutError is what a call gets when its deadline passes unanswered.
+func (p *Producer[T]) timeoutError(c *call) error {
+	bound := fmt.Sprintf("the request timeout (%s)", p.client.cfg.requestTimeout)
+	var cause error
+	if c.ctxDeadline {
+		bound, cause = "the deadline of its context", context.DeadlineExceeded
+	}
+	msg := "no answer from the broker within " + bound
+	if f := p.lastFailure.Load(); f != nil {
+		msg += "; it has not been reachable (last failure: " + f.err.Error() + ")"
+		if cause == nil {
+			cause = f.err
+		}
+	}
+	e := &Error{GRPCCode: codes.DeadlineExceeded, cause: cause}
+	if len(c.events) == 1 {
+		e.Metadata = map[string]string{"id": c.events[0].GetId()}
+		msg += fmt.Sprintf("; event %s may or may not be stored: publishing it again WithID(%q) is safe (the broker drops duplicate ids)", c.events[0].GetId(), c.events[0].GetId())
+	} else {
+		msg += fmt.Sprintf("; the %d events may or may not be stored: publishing them again with the same ids (WithID) is safe (the broker drops duplicate ids)", len(c.events))
+	}
+	e.Message = msg
+	return e
 }
 
 // timerPool holds stopped timers for send.
@@ -262,21 +358,23 @@ var timerPool = sync.Pool{New: func() any {
 	return t
 }}
 
-// enqueue hands events to the batcher (blocking while its queue is full).
-func (p *Producer[T]) enqueue(ctx context.Context, timeout <-chan time.Time, events []*heraldpb.Event) (*call, error) {
-	c := &call{events: events, done: make(chan callResult, 1)}
+// enqueue hands c to the batcher (blocking while its queue is full).
+func (p *Producer[T]) enqueue(ctx context.Context, timeout <-chan time.Time, c *call) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	select {
 	case p.calls <- c:
-		return c, nil
+		return nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		if ctx.Err() == context.DeadlineExceeded {
+			return p.timeoutError(c)
+		}
+		return ctx.Err()
 	case <-timeout:
-		return nil, p.timeoutError()
+		return p.timeoutError(c)
 	}
 }
 
@@ -284,62 +382,73 @@ func (p *Producer[T]) enqueue(ctx context.Context, timeout <-chan time.Time, eve
 // on. Events queued by one goroutine are sent in the order queued, so a
 // single goroutine can keep many publishes in flight and still keep their
 // order. ctx is used for the trace context and for waiting for room in the
-// queue; bound the wait for the answer with Pending.Wait's ctx.
+// queue; the publish (with its resends) is bounded by the client's request
+// timeout, and Pending.Wait's ctx bounds waiting for the answer.
 func (p *Producer[T]) PublishAsync(ctx context.Context, msg T, opts ...PublishOption) (*Pending, error) {
 	ev, err := p.envelope(ctx, msg, opts)
 	if err != nil {
 		return nil, err
 	}
-	c, err := p.enqueue(ctx, nil, []*heraldpb.Event{ev})
-	if err != nil {
+	c := newCall([]*heraldpb.Event{ev}, time.Now().Add(p.client.cfg.requestTimeout), false)
+	if err := p.enqueue(ctx, nil, c); err != nil {
 		return nil, err
 	}
-	return &Pending{c: c}, nil
+	return &Pending{c: c, timeoutErr: p.timeoutError}, nil
 }
 
 // Pending is a publish queued with PublishAsync.
 type Pending struct {
-	c    *call
-	once sync.Once
-	r    callResult
+	c          *call
+	timeoutErr func(*call) error
 }
 
 // Wait returns the publish's receipt once the event is durable, or its
-// error; ctx bounds the wait (the publish itself goes on). Wait may be
-// called more than once.
+// error (a refusal, or the request timeout passing as for Publish); ctx
+// bounds the wait (the publish itself goes on). Wait may be called more
+// than once.
 func (pd *Pending) Wait(ctx context.Context) (Receipt, error) {
+	var r callResult
 	select {
-	case r, ok := <-pd.c.done:
-		pd.once.Do(func() {
-			if ok {
-				pd.r = r
-				close(pd.c.done)
-			}
-		})
-	case <-ctx.Done():
-		return Receipt{}, ctx.Err()
+	case <-pd.c.ready:
+		r = pd.c.result
+	default:
+		t := time.NewTimer(time.Until(pd.c.deadline))
+		defer t.Stop()
+		select {
+		case <-pd.c.ready:
+			r = pd.c.result
+		case <-t.C:
+			r = pd.c.giveUp(pd.timeoutErr(pd.c))
+		case <-ctx.Done():
+			return Receipt{}, ctx.Err()
+		}
 	}
-	if pd.r.err != nil {
-		return Receipt{}, pd.r.err
+	if r.err != nil {
+		return Receipt{}, r.err
 	}
-	if len(pd.r.receipts) != 1 {
-		return Receipt{}, &Error{GRPCCode: codes.Internal, Message: fmt.Sprintf("the broker returned %d results for 1 event", len(pd.r.receipts))}
+	if len(r.receipts) != 1 {
+		return Receipt{}, &Error{GRPCCode: codes.Internal, Message: fmt.Sprintf("the broker returned %d results for 1 event", len(r.receipts))}
 	}
-	return pd.r.receipts[0], nil
+	return r.receipts[0], nil
 }
 
 // batcher is a producer's background goroutine.
 type batcher struct {
-	publisher heraldpb.PublisherClient
-	topic     string
-	linger    time.Duration
-	maxBatch  int
-	inFlight  int
-	calls     chan *call
-	closeReq  chan struct{}
-	finished  chan struct{}
-	requests  *atomic.Uint64
-	events    *atomic.Uint64
+	publisher   heraldpb.PublisherClient
+	topic       string
+	linger      time.Duration
+	maxBatch    int
+	inFlight    int
+	reconnect   ReconnectPolicy
+	calls       chan *call
+	closeReq    chan struct{}
+	finished    chan struct{}
+	requests    *atomic.Uint64
+	events      *atomic.Uint64
+	resends     *atomic.Uint64
+	lastFailure *atomic.Pointer[failure]
+	timeoutErr  func(*call) error
+	log         *slog.Logger
 }
 
 // pubStream is an open PublishStream with its receiving goroutine.
@@ -355,43 +464,92 @@ type streamMsg struct {
 	err  error
 }
 
+// batcherState is the batcher goroutine's own.
+type batcherState struct {
+	queue    []*call // waiting to be sent, in order
+	queued   int     // events in queue
+	deadline time.Time
+	nextSeq  uint64
+	st       *pubStream
+	inFlight map[uint64][]*call // sent, unanswered, by sequence
+	// After a failure: no sending before retryAt; attempt counts the
+	// failures in a row (for the backoff).
+	retryAt time.Time
+	attempt int
+}
+
+func (s *batcherState) pushBack(c *call, linger time.Duration) {
+	if len(s.queue) == 0 {
+		s.deadline = time.Now().Add(linger)
+	}
+	s.queue = append(s.queue, c)
+	s.queued += len(c.events)
+}
+
+// pushFront puts calls (in order) ahead of everything queued, to go at
+// once.
+func (s *batcherState) pushFront(calls []*call) {
+	if len(calls) == 0 {
+		return
+	}
+	for _, c := range calls {
+		s.queued += len(c.events)
+	}
+	s.queue = append(append(make([]*call, 0, len(calls)+len(s.queue)), calls...), s.queue...)
+	s.deadline = time.Now()
+}
+
+// takeInFlight removes every unanswered request's calls, in the order sent.
+func (s *batcherState) takeInFlight() []*call {
+	seqs := make([]uint64, 0, len(s.inFlight))
+	for seq := range s.inFlight {
+		seqs = append(seqs, seq)
+	}
+	slices.Sort(seqs)
+	var calls []*call
+	for _, seq := range seqs {
+		calls = append(calls, s.inFlight[seq]...)
+		delete(s.inFlight, seq)
+	}
+	return calls
+}
+
+func (s *batcherState) dropStream() {
+	if s.st != nil {
+		s.st.cancel()
+		s.st = nil
+	}
+}
+
+// broken handles a failure that may pass (the stream or the connection
+// broke): drop the stream, put first (before whatever else is queued)
+// the calls given and then every unanswered request's, and wait the
+// reconnect delay before sending again.
+func (b *batcher) broken(s *batcherState, err error, first []*call) {
+	s.dropStream()
+	again := append(first, s.takeInFlight()...)
+	if len(again) > 0 {
+		b.resends.Add(1)
+	}
+	s.pushFront(again)
+	b.lastFailure.Store(&failure{err: err})
+	delay := b.reconnect.Delay(s.attempt)
+	s.attempt++
+	s.retryAt = time.Now().Add(delay)
+	b.log.Debug("herald: publish stream broke; sending the unanswered events again", "topic", b.topic, "error", err, "retry_in", delay, "calls", len(again))
+}
+
 func (b *batcher) run() {
 	defer close(b.finished)
-	var (
-		queue    []*call
-		queued   int
-		deadline time.Time
-		nextSeq  uint64
-		st       *pubStream
-		closing  bool
-	)
-	inFlight := map[uint64][]*call{}
+	s := &batcherState{inFlight: map[uint64][]*call{}}
+	closing := false
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	failAll := func(err error) {
-		for seq, callers := range inFlight {
-			fail(callers, err)
-			delete(inFlight, seq)
-		}
-	}
-	dropStream := func() {
-		if st != nil {
-			st.cancel()
-			st = nil
-		}
-	}
-	enqueue := func(c *call) {
-		if len(queue) == 0 {
-			deadline = time.Now().Add(b.linger)
-		}
-		queue = append(queue, c)
-		queued += len(c.events)
-	}
 	drainCalls := func() {
-		for queued < b.maxBatch || closing {
+		for s.queued < b.maxBatch || closing {
 			select {
 			case c := <-b.calls:
-				enqueue(c)
+				s.pushBack(c, b.linger)
 			default:
 				return
 			}
@@ -399,57 +557,32 @@ func (b *batcher) run() {
 	}
 
 	for {
-		if closing && len(queue) == 0 && len(inFlight) == 0 {
+		if closing && len(s.queue) == 0 && len(s.inFlight) == 0 {
 			break
 		}
-		canSend := len(inFlight) < b.inFlight && len(queue) > 0
-		if canSend && (queued >= b.maxBatch || closing || !time.Now().Before(deadline)) {
-			var callers []*call
-			var events []*heraldpb.Event
-			callers, events, queue = b.take(queue)
-			for _, c := range callers {
-				queued -= len(c.events)
-			}
-			if len(queue) > 0 {
-				deadline = time.Now().Add(b.linger)
-			}
-			seq := nextSeq
-			nextSeq++
-			b.requests.Add(1)
-			b.events.Add(uint64(len(events)))
-			req := &heraldpb.PublishStreamRequest{Sequence: seq, Topic: b.topic, Events: events}
-			if st == nil {
-				var err error
-				if st, err = b.open(); err != nil {
-					fail(callers, err)
-					continue
-				}
-			}
-			if err := st.stream.Send(req); err != nil {
-				// The stream is broken; its receiver reports why, but the
-				// requests on it are lost either way.
-				e := &Error{GRPCCode: codes.Unavailable, Message: "the publish stream closed: " + err.Error(), cause: err}
-				fail(callers, e)
-				failAll(e)
-				dropStream()
-				continue
-			}
-			inFlight[seq] = callers
+		backingOff := time.Now().Before(s.retryAt)
+		canSend := !backingOff && len(s.inFlight) < b.inFlight && len(s.queue) > 0
+		if canSend && (s.queued >= b.maxBatch || closing || !time.Now().Before(s.deadline)) {
+			b.sendBatch(s)
 			continue
 		}
 
 		var callsCh chan *call
-		if !closing && queued < b.maxBatch {
+		if !closing && s.queued < b.maxBatch {
 			callsCh = b.calls
 		}
 		var timerCh <-chan time.Time
-		if canSend {
-			timer.Reset(time.Until(deadline))
+		switch {
+		case canSend:
+			timer.Reset(time.Until(s.deadline))
+			timerCh = timer.C
+		case backingOff && len(s.queue) > 0:
+			timer.Reset(time.Until(s.retryAt))
 			timerCh = timer.C
 		}
 		var respCh chan streamMsg
-		if st != nil {
-			respCh = st.responses
+		if s.st != nil {
+			respCh = s.st.responses
 		}
 		closeReq := b.closeReq
 		if closing {
@@ -457,49 +590,142 @@ func (b *batcher) run() {
 		}
 		select {
 		case c := <-callsCh:
-			enqueue(c)
+			s.pushBack(c, b.linger)
 			drainCalls()
 		case <-timerCh:
 		case m := <-respCh:
 			if m.err != nil {
-				failAll(fromRPC(m.err))
-				dropStream()
+				err := fromRPC(m.err)
+				if transient(err) {
+					b.broken(s, err, nil)
+					continue
+				}
+				s.dropStream()
+				for _, c := range s.takeInFlight() {
+					c.resolve(callResult{err: err})
+				}
 				continue
 			}
-			retry := answer(inFlight, m.resp)
-			if len(retry) > 0 {
-				if len(queue) == 0 {
-					deadline = time.Now()
-				}
-				for _, c := range retry {
-					queued += len(c.events)
-				}
-				queue = append(retry, queue...)
+			if d := m.resp.GetError(); d != nil && codes.Code(d.GetGrpcCode()) == codes.Unavailable {
+				// Refused for now (the broker is shutting down): nothing of
+				// it was stored; like a broken stream.
+				callers := s.inFlight[m.resp.GetSequence()]
+				delete(s.inFlight, m.resp.GetSequence())
+				b.broken(s, fromDetail(d), callers)
+				continue
 			}
+			s.attempt = 0
+			b.lastFailure.Store(nil)
+			s.pushFront(answer(s.inFlight, m.resp))
 		case <-closeReq:
 			closing = true
 			drainCalls()
 		}
 		timer.Stop()
 	}
-	if st != nil {
+	if s.st != nil {
 		// Half-close and let the server end the stream.
-		_ = st.stream.CloseSend()
+		_ = s.st.stream.CloseSend()
 		select {
-		case <-st.done:
+		case <-s.st.done:
 		case <-time.After(5 * time.Second):
 		}
-		st.cancel()
+		s.st.cancel()
 	}
 	// Calls that raced with Close are refused.
 	for {
 		select {
 		case c := <-b.calls:
-			c.done <- callResult{err: ErrClosed}
+			c.resolve(callResult{err: ErrClosed})
 		default:
 			return
 		}
 	}
+}
+
+// sendBatch takes up to maxBatch events' worth of calls off the queue and
+// sends them as one request, opening the stream first if there is none.
+func (b *batcher) sendBatch(s *batcherState) {
+	var callers []*call
+	var events []*heraldpb.Event
+	callers, events, s.queue = b.take(s.queue)
+	for _, c := range callers {
+		s.queued -= len(c.events)
+	}
+	callers, events = b.live(callers, events)
+	if len(s.queue) > 0 {
+		s.deadline = time.Now().Add(b.linger)
+	}
+	if len(callers) == 0 {
+		return
+	}
+	if s.st == nil {
+		st, err := b.open()
+		if err != nil {
+			if transient(err) {
+				b.broken(s, err, callers)
+			} else {
+				fail(callers, err)
+			}
+			return
+		}
+		s.st = st
+	}
+	seq := s.nextSeq
+	s.nextSeq++
+	b.requests.Add(1)
+	b.events.Add(uint64(len(events)))
+	req := &heraldpb.PublishStreamRequest{Sequence: seq, Topic: b.topic, Events: events}
+	if err := s.st.stream.Send(req); err != nil {
+		if errors.Is(err, io.EOF) {
+			// The stream has ended; its receiver is about to say why, which
+			// decides whether this request goes again.
+			s.inFlight[seq] = callers
+			return
+		}
+		// Refused by the client side (e.g. over the message size limit),
+		// which ends the stream.
+		err = fromRPC(err)
+		if transient(err) {
+			b.broken(s, err, callers)
+			return
+		}
+		fail(callers, err)
+		s.dropStream()
+		if again := s.takeInFlight(); len(again) > 0 {
+			b.resends.Add(1)
+			s.pushFront(again)
+		}
+		return
+	}
+	s.inFlight[seq] = callers
+}
+
+// live drops from a batch the calls whose caller no longer waits (timed
+// out, cancelled), or whose deadline has passed.
+func (b *batcher) live(callers []*call, events []*heraldpb.Event) ([]*call, []*heraldpb.Event) {
+	now := time.Now()
+	keep := 0
+	for _, c := range callers {
+		if !c.done() && now.After(c.deadline) {
+			c.resolve(callResult{err: b.timeoutErr(c)})
+		}
+		if !c.done() {
+			keep++
+		}
+	}
+	if keep == len(callers) {
+		return callers, events
+	}
+	live := make([]*call, 0, keep)
+	events = make([]*heraldpb.Event, 0, len(events))
+	for _, c := range callers {
+		if !c.done() {
+			live = append(live, c)
+			events = append(events, c.events...)
+		}
+	}
+	return live, events
 }
 
 // take removes up to maxBatch events' worth of calls (at least one) from
@@ -546,11 +772,14 @@ func (b *batcher) open() (*pubStream, error) {
 		defer close(st.done)
 		for {
 			resp, err := stream.Recv()
-			if err != nil {
-				st.responses <- streamMsg{err: err}
+			select {
+			case st.responses <- streamMsg{resp: resp, err: err}:
+			case <-ctx.Done():
 				return
 			}
-			st.responses <- streamMsg{resp: resp}
+			if err != nil {
+				return
+			}
 		}
 	}()
 	return st, nil
@@ -575,8 +804,8 @@ func answer(inFlight map[uint64][]*call, resp *heraldpb.PublishStreamResponse) [
 		var retry []*call
 		for i, c := range callers {
 			if i == culprit {
-				c.done <- callResult{err: err}
-			} else {
+				c.resolve(callResult{err: err})
+			} else if !c.done() {
 				retry = append(retry, c)
 			}
 		}
@@ -590,7 +819,7 @@ func answer(inFlight map[uint64][]*call, resp *heraldpb.PublishStreamResponse) [
 			receipts[i] = receiptOf(results[i])
 		}
 		results = results[n:]
-		c.done <- callResult{receipts: receipts}
+		c.resolve(callResult{receipts: receipts})
 	}
 	return nil
 }
@@ -622,7 +851,7 @@ func culpritOf(d *heraldpb.ErrorDetail, callers []*call) int {
 
 func fail(callers []*call, err error) {
 	for _, c := range callers {
-		c.done <- callResult{err: err}
+		c.resolve(callResult{err: err})
 	}
 }
 

@@ -46,34 +46,55 @@ func heraldBin(t *testing.T) string {
 // SERVING and stops it when the test ends.
 func startServer(t *testing.T, extra ...string) *testServer {
 	t.Helper()
+	s := newServer(t, freeAddr(t), extra...)
+	s.start()
+	t.Cleanup(s.stop)
+	return s
+}
+
+// newServer prepares a server on addr without starting it.
+func newServer(t *testing.T, addr string, extra ...string) *testServer {
+	t.Helper()
 	bin := heraldBin(t)
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("no herald binary at %s (set HERALD_BIN, or cargo build -p herald): %v", bin, err)
 	}
+	return &testServer{t: t, bin: bin, addr: addr, dataDir: t.TempDir(), extra: extra, Endpoint: "http://" + addr}
+}
+
+// freeAddr is a loopback address nothing listens on (right now).
+func freeAddr(t *testing.T) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
 	l.Close()
-	s := &testServer{t: t, bin: bin, addr: addr, dataDir: t.TempDir(), extra: extra, Endpoint: "http://" + addr}
-	s.start()
-	t.Cleanup(s.stop)
-	return s
+	return addr
 }
 
 func (s *testServer) start() {
 	s.t.Helper()
-	args := append([]string{"serve", "--listen", s.addr, "--data-dir", s.dataDir, "--log-level", "warn"}, s.extra...)
+	if err := s.spawn(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.waitServing()
+}
+
+// spawn starts the process without waiting for it to serve (callable from
+// any goroutine).
+func (s *testServer) spawn() error {
+	args := append([]string{"serve", "--listen", s.addr, "--data-dir", s.dataDir, "--log-level", "warn", "--metrics-listen", "off"}, s.extra...)
 	s.cmd = exec.Command(s.bin, args...)
 	s.cmd.Stdout = os.Stderr
 	s.cmd.Stderr = os.Stderr
 	if err := s.cmd.Start(); err != nil {
-		s.t.Fatal(err)
+		return fmt.Errorf("cannot start %s: %w", s.bin, err)
 	}
 	s.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(s.cmd, s.exited)
-	s.waitServing()
+	return nil
 }
 
 func (s *testServer) waitServing() {
@@ -107,6 +128,7 @@ func (s *testServer) stop() {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
 	}
+	s.cmd.Process.Signal(syscall.SIGCONT) // in case a test froze it
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.exited:
@@ -130,15 +152,29 @@ func (s *testServer) restart() { s.start() }
 // dial connects a client with a fast reconnect policy.
 func (s *testServer) dial(t *testing.T, opts ...herald.ClientOption) *herald.Client {
 	t.Helper()
-	opts = append([]herald.ClientOption{herald.WithReconnectPolicy(herald.ReconnectPolicy{
-		Initial: 50 * time.Millisecond, Max: 500 * time.Millisecond, Multiplier: 2, Jitter: 0.2,
-	})}, opts...)
-	c, err := herald.Dial(context.Background(), s.Endpoint, opts...)
+	return dialEndpoint(t, s.Endpoint, opts...)
+}
+
+// fastReconnect is the tests' reconnect policy: 50 ms doubling to 500 ms.
+var fastReconnect = herald.ReconnectPolicy{Initial: 50 * time.Millisecond, Max: 500 * time.Millisecond, Multiplier: 2, Jitter: 0.2}
+
+// dialEndpoint connects a client to endpoint with a fast reconnect policy.
+func dialEndpoint(t *testing.T, endpoint string, opts ...herald.ClientOption) *herald.Client {
+	t.Helper()
+	opts = append([]herald.ClientOption{herald.WithReconnectPolicy(fastReconnect)}, opts...)
+	c, err := herald.Dial(context.Background(), endpoint, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// signal sends sig to the running server.
+func (s *testServer) signal(sig os.Signal) {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Signal(sig)
+	}
 }
 
 // uniq is a fresh name for a topic or subscription.

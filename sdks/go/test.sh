@@ -22,7 +22,7 @@ echo "==> examples and interop agent against $HERALD_BIN"
 ./build.sh
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 DATA=$(mktemp -d)
-"$HERALD_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --log-level warn &
+"$HERALD_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --log-level warn --metrics-listen off &
 HERALD_PID=$!
 trap 'kill $HERALD_PID 2>/dev/null; wait $HERALD_PID 2>/dev/null; rm -rf "$DATA"' EXIT
 export HERALD_ENDPOINT="http://127.0.0.1:$PORT"
@@ -30,9 +30,13 @@ for _ in $(seq 100); do
   bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null && break
   sleep 0.1
 done
+# Twice each: the examples use fixed topics and subscriptions, and a run
+# must not be confused by what earlier runs left there.
 for example in signup routeallocation; do
-  echo "--> examples/$example"
-  nice go run ./examples/$example
+  for run in 1 2; do
+    echo "--> examples/$example (run $run)"
+    nice go run ./examples/$example
+  done
 done
 echo "--> interop go -> go"
 TOPIC="interop.go.$RANDOM"
