@@ -317,12 +317,8 @@ async fn overlong_event_id_is_refused() {
     assert_eq!(stats(&client, "keep").await, before);
 }
 
-/// PublishStream with events given as raw bytes, as a misbehaving
-/// producer could send them; answers decoded with the generated type.
-async fn raw_publish_stream(
-    server: &Herald,
-    requests: Vec<herald_server::api::wire::PublishStreamFrame>,
-) -> Vec<PublishStreamResponse> {
+/// A generic gRPC client on `server`, ready for calls with any codec.
+async fn raw_grpc(server: &Herald) -> tonic::client::Grpc<tonic::transport::Channel> {
     let channel = tonic::transport::Endpoint::from_shared(server.endpoint())
         .unwrap()
         .connect()
@@ -330,6 +326,16 @@ async fn raw_publish_stream(
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
+    grpc
+}
+
+/// PublishStream with events given as raw bytes, as a misbehaving
+/// producer could send them; answers decoded with the generated type.
+async fn raw_publish_stream(
+    server: &Herald,
+    requests: Vec<herald_server::api::wire::PublishStreamFrame>,
+) -> Vec<PublishStreamResponse> {
+    let mut grpc = raw_grpc(server).await;
     let codec = tonic_prost::ProstCodec::<
         herald_server::api::wire::PublishStreamFrame,
         PublishStreamResponse,
@@ -595,13 +601,7 @@ async fn garbage_call(
     messages: Vec<Garbage>,
 ) -> (usize, tonic::Status) {
     use tokio_stream::StreamExt;
-    let channel = tonic::transport::Endpoint::from_shared(server.endpoint())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
+    let mut grpc = raw_grpc(server).await;
     // Held open after the messages, so a server that ignored them would
     // leave the call hanging rather than end it cleanly.
     let requests = tokio_stream::iter(messages).chain(tokio_stream::pending());
