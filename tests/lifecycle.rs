@@ -318,3 +318,47 @@ async fn open_publish_streams_end_with_unavailable_on_shutdown() {
     drop(requests);
     assert!(server.wait_exit(Duration::from_secs(20)).success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_low_soft_open_file_limit_is_raised_so_topics_are_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    // Soft 64, hard 4096: under 64 descriptors the server could not hold
+    // the 100 topics below.
+    let mut child = std::process::Command::new("prlimit")
+        .arg("--nofile=64:4096")
+        .arg(herald_bin())
+        .args(["serve", "--metrics-listen", "off", "--listen", &listen])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prlimit (util-linux) runs herald");
+    let client = herald_client::Client::builder()
+        .endpoint(&listen)
+        .wait_for_server(Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert_eq!(
+        open_files.split_whitespace().collect::<Vec<_>>()[3..5],
+        ["4096", "4096"],
+        "{open_files}"
+    );
+    for i in 0..100 {
+        let name = format!("many.{i}");
+        client.publish(&name, vec![event("e", 4)]).await.unwrap();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -103,6 +103,17 @@ impl BoundServer {
         let storage: Arc<dyn Storage> = if config.in_memory {
             Arc::new(MemoryStorage::new())
         } else {
+            match crate::storage::file::limits::raise_open_file_limit() {
+                Ok((before, after)) if after > before => {
+                    tracing::debug!(
+                        before,
+                        after,
+                        "raised the open-file limit to the hard limit"
+                    );
+                }
+                Ok((_, limit)) => tracing::debug!(limit, "open-file limit"),
+                Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+            }
             let holder = format!("listening on {local_addr}");
             Arc::new(
                 FileStorage::open_as(&config.data_dir, Some(&holder)).map_err(|source| {

@@ -817,7 +817,17 @@ impl Broker {
     /// half topic visible), then registers the topic. Caller holds `admin`.
     fn create_locked(&self, name: &str, settings: TopicSettings) -> Result<TopicInfo> {
         let created_at_ms = (system_clock())();
-        let topic = self.open_topic(name, settings.clone(), created_at_ms)?;
+        let topic = match self.open_topic(name, settings.clone(), created_at_ms) {
+            Ok(topic) => topic,
+            Err(error) => {
+                // Partitions opened before the failing one (and their
+                // directories) must not outlive the refused create.
+                if let Err(cleanup) = self.inner.storage.delete_topic(name) {
+                    tracing::warn!(topic = %name, error = %cleanup, "could not remove a topic whose creation failed");
+                }
+                return Err(error);
+            }
+        };
         let meta = TopicMeta {
             version: 1,
             name: name.to_owned(),

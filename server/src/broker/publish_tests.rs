@@ -1,4 +1,5 @@
-//! Publishing against topic deletion, on the file store.
+//! Publishing and creating topics when storage gets in the way (a delete
+//! racing publishes, a partition that cannot be created), on the file store.
 
 use std::sync::Arc;
 
@@ -62,4 +63,29 @@ async fn publishes_racing_a_topic_delete_are_told_the_topic_was_deleted_not_shut
         }
         broker.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn a_topic_whose_creation_fails_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Arc::new(FileStorage::open(dir.path()).unwrap());
+    let broker = Broker::open(storage, BrokerConfig::default(), CancellationToken::new()).unwrap();
+    // A file where partition 2's directory must go: partitions 0 and 1
+    // open, then partition 2 fails.
+    let topic_dir = dir.path().join("topics").join("half");
+    std::fs::create_dir_all(&topic_dir).unwrap();
+    std::fs::write(topic_dir.join("2"), b"in the way").unwrap();
+    let patch = TopicSettingsPatch {
+        partitions: Some(4),
+        ..Default::default()
+    };
+    let error = broker.create_topic("half", &patch).unwrap_err();
+    assert!(
+        matches!(error, BrokerError::Storage { partition: 2, .. }),
+        "{error:?}"
+    );
+    assert!(!topic_dir.exists(), "the failed create left {topic_dir:?}");
+    // Once the obstacle is gone, the same create succeeds.
+    broker.create_topic("half", &patch).unwrap();
+    broker.shutdown().await;
 }

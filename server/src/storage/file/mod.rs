@@ -25,6 +25,7 @@
 //! window. Every append waits for the window first; nothing else does.
 
 pub mod format;
+pub mod limits;
 pub mod lock;
 mod recovery;
 mod segment;

@@ -1,0 +1,28 @@
+//! The open-file limit: every partition's active segment holds a
+//! descriptor, so the common soft limit of 1,024 would refuse topics long
+//! before the machine runs out of anything. The hard limit is what the
+//! administrator allows; a server takes all of it.
+
+use std::io;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft
+/// limit before and after.
+pub fn raise_open_file_limit() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((before, limit.rlim_cur))
+}
