@@ -362,3 +362,25 @@ async fn a_low_soft_open_file_limit_is_raised_so_topics_are_not_refused() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn bench_topics_reports_what_idle_topics_cost() {
+    let output = std::process::Command::new(herald_bin())
+        .args(["bench", "topics", "--topics", "20", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["topics"], 20, "{report}");
+    // At least one descriptor per idle partition's active segment today.
+    assert!(
+        report["idle_open_files"].as_u64().unwrap() >= 20,
+        "{report}"
+    );
+    assert!(report["idle_threads"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["restart_ms"].as_f64().unwrap() > 0.0, "{report}");
+}

@@ -32,6 +32,9 @@ pub enum BenchCommand {
     UnaryBaseline(UnaryBaselineArgs),
     /// Time `herald serve` to SERVING: empty data dir, then a large log.
     Startup(StartupArgs),
+    /// What idle topics cost `herald serve`: create time, memory, threads,
+    /// open files, restart time.
+    Topics(TopicsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +185,28 @@ pub struct StartupArgs {
     pub output: Output,
 }
 
+#[derive(Debug, Args)]
+pub struct TopicsArgs {
+    /// Where the scratch data directory goes (default: the system temp
+    /// dir); it is removed afterwards.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Single-partition topics to create.
+    #[arg(long, default_value_t = 10_000)]
+    pub topics: usize,
+    /// CreateTopic calls in flight.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// The herald binary to start (default: this one).
+    #[arg(long)]
+    pub herald_bin: Option<PathBuf>,
+    /// Longest wait for SERVING.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub output: Output,
+}
+
 fn print<R: std::fmt::Display + serde::Serialize>(
     report: &R,
     output: &Output,
@@ -262,6 +287,21 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 parent_dir: args.data_dir,
                 runs: args.runs,
                 recovery_bytes: args.recovery_bytes,
+                timeout: args.timeout,
+            })
+            .await?;
+            print(&report, &args.output)
+        }
+        BenchCommand::Topics(args) => {
+            let exe = match args.herald_bin {
+                Some(exe) => exe,
+                None => std::env::current_exe()?,
+            };
+            let report = super::topics::run(super::topics::TopicsOptions {
+                exe,
+                parent_dir: args.data_dir,
+                topics: args.topics,
+                concurrency: args.concurrency,
                 timeout: args.timeout,
             })
             .await?;

@@ -16,3 +16,4 @@ pub mod subscribe;
 pub mod summary;
 #[cfg(test)]
 mod test_server;
+pub mod topics;

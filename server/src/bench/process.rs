@@ -98,6 +98,11 @@ async fn wait_serving(addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 impl ServerProcess {
+    /// Its pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Asks it to shut down (SIGTERM) and waits; kills it after 30 s.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
