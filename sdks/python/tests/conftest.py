@@ -47,17 +47,28 @@ def free_port() -> int:
 class Server:
     """A herald process; restartable on the same port and data dir."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, start: bool = True) -> None:
         self.port = free_port()
         self.data_dir = tempfile.mkdtemp(prefix="herald-py-test-")
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = open(Path(self.data_dir).parent / f"{Path(self.data_dir).name}.log", "ab")
-        self.start()
+        if start:
+            self.start()
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def addr(self) -> str:
+        """``host:port``."""
+        return f"127.0.0.1:{self.port}"
+
+    def signal(self, sig: int) -> None:
+        """Sends ``sig`` to the running server (e.g. SIGSTOP / SIGCONT)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(

@@ -40,7 +40,9 @@ from herald._errors import (  # noqa: E402
 from herald._producer import Producer  # noqa: E402
 from herald._types import (  # noqa: E402
     CONTENT_TYPE_PROTOBUF,
+    DEFAULT_KEEPALIVE,
     EventType,
+    Keepalive,
     Position,
     Receipt,
     ReconnectPolicy,
@@ -52,6 +54,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CONTENT_TYPE_PROTOBUF",
+    "DEFAULT_KEEPALIVE",
     "ActiveState",
     "Client",
     "ClosedError",
@@ -64,6 +67,7 @@ __all__ = [
     "EventType",
     "Handler",
     "HeraldError",
+    "Keepalive",
     "Position",
     "Producer",
     "ProducerOptions",

@@ -179,18 +179,26 @@ class HeraldError(Exception):
 
 
 class ConnectError(HeraldError):
-    """The endpoint is invalid, or no connection was made within the connect timeout."""
+    """The endpoint is invalid, or connecting failed: the server refused the
+    connection, the host name does not resolve, the TLS handshake failed
+    (the message names the cause), or no answer came within the connect
+    timeout (or the ``wait_for_server`` time)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(ErrorCode.UNSPECIFIED, grpc.StatusCode.UNAVAILABLE, message)
 
 
 class RequestTimeoutError(HeraldError):
-    """No answer within the client's request timeout; the call may still
-    have taken effect on the server."""
+    """No answer within the call's timeout (by default the client's request
+    timeout); the call may still have taken effect on the server. For a
+    publish the message names the last connection failure (also in
+    ``__cause__``) and ``metadata["id"]`` the event id: publishing it again
+    with that id is safe, the broker drops duplicate ids."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(ErrorCode.UNSPECIFIED, grpc.StatusCode.DEADLINE_EXCEEDED, message)
+    def __init__(self, message: str, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(
+            ErrorCode.UNSPECIFIED, grpc.StatusCode.DEADLINE_EXCEEDED, message, metadata
+        )
 
 
 class ClosedError(HeraldError):
@@ -216,3 +224,18 @@ class DecodeError(HeraldError):
         )
         self.event_id = event_id
         self.schema = schema
+
+
+def describe_connection_failure(details: str, secure: bool = False) -> str:
+    """A connection failure gRPC reported (a status message), led by what it
+    means: "connection refused (...)", "the host name does not resolve
+    (...)", "TLS handshake failed (...)"."""
+    lower = details.lower()
+    if "connection refused" in lower:
+        return f"connection refused ({details})"
+    if "resolv" in lower or "dns" in lower or "domain name not found" in lower:
+        return f"the host name does not resolve ({details})"
+    if "handshake" in lower or "ssl" in lower or "tls" in lower:
+        hint = ": is the server plaintext (use http:// or host:port)?" if secure else ""
+        return f"TLS handshake failed{hint} ({details})"
+    return details

@@ -23,6 +23,8 @@ __all__ = [
     "Position",
     "Redelivery",
     "ReconnectPolicy",
+    "Keepalive",
+    "DEFAULT_KEEPALIVE",
     "duration_proto",
 ]
 
@@ -251,15 +253,17 @@ class Redelivery:
 
 @dataclass(frozen=True, slots=True)
 class ReconnectPolicy:
-    """Capped exponential backoff with jitter, for re-attaching consumers and
-    for the channel's own reconnects.
+    """Capped exponential backoff with jitter, for re-attaching consumers,
+    for producers' resends after a broken stream and for the channel's own
+    reconnects.
 
     Attributes:
         initial: first delay in seconds.
         maximum: the cap in seconds.
         multiplier: growth per failed attempt.
         jitter: each delay is scaled by a random factor in ``[1 - jitter, 1 + jitter]``.
-        enabled: re-attach consumers at all.
+        enabled: re-attach consumers at all (producers always resend,
+            within each call's timeout).
     """
 
     initial: float = 0.1
@@ -272,6 +276,55 @@ class ReconnectPolicy:
         """The delay before attempt ``failures + 1`` (0 failures: the initial delay)."""
         base = min(self.maximum, self.initial * self.multiplier ** min(failures, 64))
         return max(0.0, base * random.uniform(1 - self.jitter, 1 + self.jitter))
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """HTTP/2 keepalive of the client's connection: a PING after ``time``
+    seconds without anything read from the server (also with no call open
+    when ``permit_without_calls``), and the connection is dropped when no
+    answer comes within ``timeout`` seconds more. Open streams then fail
+    with ``UNAVAILABLE``: consumers re-attach and producers resend. So a
+    frozen or vanished server is noticed at most ``time + timeout`` seconds
+    after it last sent anything.
+
+    Attributes:
+        time: seconds of silence before a PING; 0 turns keepalive off.
+        timeout: seconds a PING may go unanswered.
+        permit_without_calls: ping also while no call is open.
+    """
+
+    time: float = 20.0
+    timeout: float = 10.0
+    permit_without_calls: bool = True
+
+    def __post_init__(self) -> None:
+        if self.time < 0:
+            raise ValueError(f"keepalive time must be >= 0 seconds, got {self.time}")
+        if self.time > 0 and self.timeout <= 0:
+            raise ValueError(f"keepalive timeout must be > 0 seconds, got {self.timeout}")
+
+    def channel_options(self) -> list[tuple[str, int]]:
+        """The gRPC channel options (``grpc.keepalive_time_ms`` ...) that
+        set it; none when it is off."""
+        if self.time <= 0:
+            return []
+        timeout_ms = max(1, round(self.timeout * 1000))
+        return [
+            ("grpc.keepalive_time_ms", max(1, round(self.time * 1000))),
+            ("grpc.keepalive_timeout_ms", timeout_ms),
+            # gRPC core waits for any PING's answer this long (1 min by
+            # default, which would outlast keepalive_timeout_ms).
+            ("grpc.http2.ping_timeout_ms", timeout_ms),
+            ("grpc.keepalive_permit_without_calls", int(self.permit_without_calls)),
+            # Ping even when no data has been sent lately (gRPC core sends
+            # at most 2 such pings by default, then stops keeping alive).
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+
+
+#: The client's default keepalive: 20 s without a read, then 10 s for the answer.
+DEFAULT_KEEPALIVE = Keepalive()
 
 
 def duration_proto(seconds: float) -> duration_pb2.Duration:
