@@ -29,10 +29,13 @@ impl Admin for AdminService {
     ) -> Result<Response<Topic>, Status> {
         let request = request.into_inner();
         let patch = settings_patch(request.config.as_ref()).map_err(|e| to_status(&e))?;
-        let info = self
-            .ctx
-            .broker
-            .create_topic(&request.name, &patch)
+        // Creating waits on fsyncs: off the async workers, so creates of
+        // different topics overlap and publishes keep flowing meanwhile.
+        let broker = self.ctx.broker.clone();
+        let name = request.name;
+        let info = tokio::task::spawn_blocking(move || broker.create_topic(&name, &patch))
+            .await
+            .map_err(|e| Status::internal(format!("creating the topic failed: {e}")))?
             .map_err(|e| to_status(&e))?;
         tracing::info!(topic = %info.name, partitions = info.settings.partitions, "topic created");
         Ok(Response::new(convert::topic(&info)))

@@ -3,7 +3,9 @@
 //! through [`Broker`], a cheap cloneable handle.
 //!
 //! Lock order: `Inner::admin` (create/delete/update) before any topic's
-//! `settings`; no lock is held across an `.await`.
+//! `settings`; no lock is held across an `.await`. `CreateTopic` holds
+//! `admin` only to reserve the name and to register the topic, not while
+//! storage creates it, so creates of different topics overlap their fsyncs.
 
 pub mod encoded_event;
 pub mod error;
@@ -24,7 +26,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use herald::v1::Event;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -336,6 +338,14 @@ impl TopicMetrics {
     }
 }
 
+/// What `Inner::admin` guards besides the order of admin operations.
+#[derive(Default)]
+struct AdminState {
+    /// Topics a `create_topic` is creating in storage with the lock
+    /// released: reserved, not yet in `Inner::topics`.
+    creating: ahash::AHashSet<String>,
+}
+
 /// A cheap, cloneable handle to the broker.
 #[derive(Clone)]
 pub struct Broker {
@@ -350,7 +360,9 @@ struct Inner {
     /// Open topics by name.
     topics: DashMap<String, Arc<Topic>>,
     /// Serializes create, update and delete so metadata and the map agree.
-    admin: Mutex<()>,
+    admin: Mutex<AdminState>,
+    /// Signalled when a create that ran without `admin` finishes.
+    topic_created: Condvar,
     /// Set once shutdown begins: new publishes are refused.
     closing: AtomicBool,
     /// Partition writers and the retention loop.
@@ -404,7 +416,8 @@ impl Broker {
                 storage,
                 config,
                 topics: DashMap::new(),
-                admin: Mutex::new(()),
+                admin: Mutex::new(AdminState::default()),
+                topic_created: Condvar::new(),
                 closing: AtomicBool::new(false),
                 tasks: TaskTracker::new(),
                 cancel: shutdown,
@@ -596,13 +609,36 @@ impl Broker {
             .config
             .topic_defaults
             .create(patch, self.inner.config.max_request_bytes)?;
-        let _admin = self.inner.admin.lock();
-        if self.inner.topics.contains_key(name) {
-            return Err(BrokerError::TopicAlreadyExists {
-                topic: name.to_owned(),
-            });
+        {
+            let mut admin = self.inner.admin.lock();
+            if self.inner.topics.contains_key(name) || admin.creating.contains(name) {
+                return Err(BrokerError::TopicAlreadyExists {
+                    topic: name.to_owned(),
+                });
+            }
+            admin.creating.insert(name.to_owned());
         }
-        self.create_locked(name, settings)
+        // Storage work (directories, metadata, fsyncs) runs unlocked; the
+        // reservation keeps every other create of this name out.
+        let built = self.build_topic(name, settings);
+        let mut admin = self.inner.admin.lock();
+        admin.creating.remove(name);
+        let created = built.map(|topic| {
+            let info = info(name, &topic);
+            self.inner.topics.insert(name.to_owned(), topic);
+            info
+        });
+        drop(admin);
+        self.inner.topic_created.notify_all();
+        created
+    }
+
+    /// Waits, releasing `admin`, until no unlocked create of `name` is in
+    /// progress, so a caller holding `admin` sees it registered or gone.
+    fn wait_for_create(&self, admin: &mut MutexGuard<'_, AdminState>, name: &str) {
+        while admin.creating.contains(name) {
+            self.inner.topic_created.wait(admin);
+        }
     }
 
     /// The topic's settings and creation time.
@@ -801,21 +837,43 @@ impl Broker {
                 hint: " (this server does not create topics on first publish)",
             });
         }
-        let _admin = self.inner.admin.lock();
+        let mut admin = self.inner.admin.lock();
+        self.wait_for_create(&mut admin, name);
         if let Some(topic) = self.inner.topics.get(name) {
             return Ok(topic.value().clone());
         }
         if self.is_closing() {
             return Err(BrokerError::ShuttingDown);
         }
-        self.create_locked(name, self.inner.config.topic_defaults.clone())?;
+        self.create_locked(&mut admin, name, self.inner.config.topic_defaults.clone())?;
         tracing::info!(topic = %name, "topic created on first publish");
         self.topic(name)
     }
 
+    /// Creates and registers a topic not in the map, holding `admin`
+    /// throughout (after waiting out an unlocked create of the same name).
+    fn create_locked(
+        &self,
+        admin: &mut MutexGuard<'_, AdminState>,
+        name: &str,
+        settings: TopicSettings,
+    ) -> Result<TopicInfo> {
+        self.wait_for_create(admin, name);
+        if self.inner.topics.contains_key(name) {
+            return Err(BrokerError::TopicAlreadyExists {
+                topic: name.to_owned(),
+            });
+        }
+        let topic = self.build_topic(name, settings)?;
+        let info = info(name, &topic);
+        self.inner.topics.insert(name.to_owned(), topic);
+        Ok(info)
+    }
+
     /// Creates partitions, then metadata (so a crash in between leaves no
-    /// half topic visible), then registers the topic. Caller holds `admin`.
-    fn create_locked(&self, name: &str, settings: TopicSettings) -> Result<TopicInfo> {
+    /// half topic visible); on failure removes what it made. The caller
+    /// holds `admin` or a reservation of `name`, and registers the topic.
+    fn build_topic(&self, name: &str, settings: TopicSettings) -> Result<Arc<Topic>> {
         let created_at_ms = (system_clock())();
         let topic = match self.open_topic(name, settings.clone(), created_at_ms) {
             Ok(topic) => topic,
@@ -838,9 +896,7 @@ impl Broker {
             let _ = self.inner.storage.delete_topic(name);
             return Err(BrokerError::Metadata { source });
         }
-        let info = info(name, &topic);
-        self.inner.topics.insert(name.to_owned(), topic);
-        Ok(info)
+        Ok(topic)
     }
 
     fn open_topic(

@@ -89,3 +89,70 @@ async fn a_topic_whose_creation_fails_leaves_nothing_behind() {
     broker.create_topic("half", &patch).unwrap();
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_of_one_name_make_one_topic_and_auto_create_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..10 {
+        let storage = Arc::new(FileStorage::open(dir.path().join(round.to_string())).unwrap());
+        let broker =
+            Broker::open(storage, BrokerConfig::default(), CancellationToken::new()).unwrap();
+        let patch = TopicSettingsPatch {
+            partitions: Some(3),
+            ..Default::default()
+        };
+        let creates: Vec<_> = (0..6)
+            .map(|_| {
+                let (broker, patch) = (broker.clone(), patch.clone());
+                tokio::task::spawn_blocking(move || broker.create_topic("contested", &patch))
+            })
+            .collect();
+        // Publishing auto-creates with the defaults (1 partition) unless it
+        // waits for the create in progress and lands in its topic.
+        let published = broker.publish("contested", vec![event(0)]).await;
+        let mut created = 0;
+        for create in creates {
+            match create.await.unwrap() {
+                Ok(info) => {
+                    created += 1;
+                    assert_eq!(info.settings.partitions, 3);
+                }
+                Err(BrokerError::TopicAlreadyExists { topic }) => assert_eq!(topic, "contested"),
+                Err(other) => panic!("round {round}: unexpected {other}"),
+            }
+        }
+        let partitions = broker.get_topic("contested").unwrap().settings.partitions;
+        match published {
+            // The publish won the race: every create was refused.
+            Ok(_) if partitions == 1 => assert_eq!(created, 0, "round {round}"),
+            Ok(_) => assert_eq!(created, 1, "round {round}"),
+            Err(error) => panic!("round {round}: publish failed: {error}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn creates_of_different_topics_run_side_by_side_and_all_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = Arc::new(FileStorage::open(dir.path()).unwrap());
+        let broker =
+            Broker::open(storage, BrokerConfig::default(), CancellationToken::new()).unwrap();
+        let creates: Vec<_> = (0..64)
+            .map(|i| {
+                let broker = broker.clone();
+                tokio::task::spawn_blocking(move || {
+                    broker.create_topic(&format!("t{i}"), &TopicSettingsPatch::default())
+                })
+            })
+            .collect();
+        for create in creates {
+            create.await.unwrap().unwrap();
+        }
+        assert_eq!(broker.list_topics().len(), 64);
+        broker.shutdown().await;
+    }
+    let storage = Arc::new(FileStorage::open(dir.path()).unwrap());
+    let broker = Broker::open(storage, BrokerConfig::default(), CancellationToken::new()).unwrap();
+    assert_eq!(broker.list_topics().len(), 64);
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use parking_lot::MutexGuard;
 use tokio::sync::{mpsc, oneshot};
 
 use super::subscription::dispatch::Dispatcher;
@@ -14,7 +15,7 @@ use super::subscription::{
     SubscriptionTask,
 };
 use super::topic::{validate_subscription_name, validate_topic_name};
-use super::{Broker, BrokerError, Position, Result, Topic};
+use super::{AdminState, Broker, BrokerError, Position, Result, Topic};
 use crate::storage::system_clock;
 
 /// Default time to ack a delivery.
@@ -32,7 +33,7 @@ impl Broker {
     ) -> Result<SubscriptionInfo> {
         validate_topic_name(topic)?;
         validate_subscription_name(name)?;
-        let _admin = self.inner.admin.lock();
+        let mut admin = self.inner.admin.lock();
         let handle = self.topic(topic)?;
         if handle.subscriptions.lock().contains_key(name) {
             return Err(BrokerError::SubscriptionAlreadyExists {
@@ -41,7 +42,7 @@ impl Broker {
             });
         }
         Ok(self
-            .create_subscription_locked(topic, &handle, name, spec)?
+            .create_subscription_locked(&mut admin, topic, &handle, name, spec)?
             .info
             .clone())
     }
@@ -178,11 +179,13 @@ impl Broker {
         validate_subscription_name(name)?;
         let handle = {
             let topic_handle = self.topic_for_publish(topic)?;
-            let _admin = self.inner.admin.lock();
+            let mut admin = self.inner.admin.lock();
             let existing = topic_handle.subscriptions.lock().get(name).cloned();
             match existing {
                 Some(handle) => handle,
-                None => self.create_subscription_locked(topic, &topic_handle, name, spec)?,
+                None => {
+                    self.create_subscription_locked(&mut admin, topic, &topic_handle, name, spec)?
+                }
             }
         };
         if handle.info.settings.kind != spec.kind {
@@ -234,6 +237,7 @@ impl Broker {
     /// Persists and starts a new subscription. Caller holds `admin`.
     fn create_subscription_locked(
         &self,
+        admin: &mut MutexGuard<'_, AdminState>,
         topic: &str,
         handle: &Arc<Topic>,
         name: &str,
@@ -241,7 +245,7 @@ impl Broker {
     ) -> Result<Arc<SubscriptionHandle>> {
         let settings = self.subscription_settings(topic, name, spec)?;
         if settings.redelivery.max_delivery_attempts > 0 {
-            self.ensure_topic_locked(&settings.dead_letter_topic)?;
+            self.ensure_topic_locked(admin, &settings.dead_letter_topic)?;
         }
         let mut cursors = Vec::with_capacity(handle.partitions.len());
         for (partition, p) in handle.partitions.iter().enumerate() {
@@ -280,11 +284,16 @@ impl Broker {
     }
 
     /// Creates `name` with default settings if missing. Caller holds `admin`.
-    fn ensure_topic_locked(&self, name: &str) -> Result<()> {
+    fn ensure_topic_locked(
+        &self,
+        admin: &mut MutexGuard<'_, AdminState>,
+        name: &str,
+    ) -> Result<()> {
+        self.wait_for_create(admin, name);
         if self.inner.topics.contains_key(name) {
             return Ok(());
         }
-        self.create_locked(name, self.inner.config.topic_defaults.clone())
+        self.create_locked(admin, name, self.inner.config.topic_defaults.clone())
             .map(|_| ())
     }
 

@@ -1,9 +1,23 @@
-//! The open-file limit: every partition's active segment holds a
-//! descriptor, so the common soft limit of 1,024 would refuse topics long
-//! before the machine runs out of anything. The hard limit is what the
-//! administrator allows; a server takes all of it.
+//! The open-file limit: connections, segment files (a bounded cache of
+//! them, see [`super::open_files`]) and metadata writes all need
+//! descriptors, and the common soft limit of 1,024 is far below what a
+//! busy broker uses. The hard limit is what the administrator allows; a
+//! server takes all of it.
 
 use std::io;
+
+/// The soft `RLIMIT_NOFILE` now.
+pub fn open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(limit.rlim_cur)
+}
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft
 /// limit before and after.

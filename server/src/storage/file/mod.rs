@@ -15,8 +15,14 @@
 //! whole, plus perhaps a `*.tmp` file that listing subscriptions removes.
 //!
 //! Lock order: `FileStorage::logs` before `FileStorage::subscription_files`
-//! before a log's `Shared::state`; the syncer thread only ever takes
-//! `Shared::state`, and never holds it while calling `fsync`.
+//! before a log's `Shared::state` before the sync pool's queue and the
+//! open-file cache; a syncer round only ever takes `Shared::state`, and
+//! never holds it while calling `fsync`.
+//!
+//! Idle partitions cost no thread and (beyond a bounded cache) no file
+//! descriptor: fsync rounds run on a storage-wide pool of
+//! [`sync_pool::STORAGE_SYNC_THREADS`] threads, and segment files are opened
+//! on demand through an LRU of [`open_files::MAX_CACHED_FILES`] at most.
 //!
 //! Opening a log recovers it (fast: indexes let it skip sealed segments) and
 //! returns; refilling the dedup window, which reads every record appended
@@ -27,8 +33,10 @@
 pub mod format;
 pub mod limits;
 pub mod lock;
+pub mod open_files;
 mod recovery;
 mod segment;
+pub mod sync_pool;
 #[cfg(test)]
 mod tests;
 
@@ -41,6 +49,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use self::open_files::OpenFiles;
+use self::sync_pool::{Next, SyncPool, Syncable};
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -151,16 +162,52 @@ pub struct FileStorage {
     topics_dir: PathBuf,
     /// Logs handed out and still alive, so reopening returns the same log and
     /// deleting a topic can close them.
-    logs: Mutex<HashMap<(String, u32), Weak<FileLog>>>,
+    logs: Mutex<LiveLogs>,
     /// Subscription writes (meta, cursor, delete) hold it shared, so they run
     /// concurrently; listing (which removes leftover `*.tmp` files) and topic
     /// deletion hold it exclusively, so they never remove the temporary
     /// file of a write in progress.
     subscription_files: RwLock<()>,
+    /// The fsync pool and open-file cache every log of this storage shares.
+    io: LogIo,
     /// The data directory's exclusive lock, held while this storage lives.
     _lock: DataDirLock,
 }
 
+/// The logs a storage handed out, pruned of dead ones now and then (not on
+/// every open: with ten thousand topics that made creating them quadratic).
+#[derive(Default)]
+struct LiveLogs {
+    logs: HashMap<(String, u32), Weak<FileLog>>,
+    /// Size at which dead entries are next pruned.
+    prune_at: usize,
+}
+
+impl LiveLogs {
+    fn insert(&mut self, key: (String, u32), log: &Arc<FileLog>) {
+        if self.logs.len() >= self.prune_at {
+            self.logs.retain(|_, l| l.strong_count() > 0);
+            self.prune_at = (self.logs.len() * 2).max(64);
+        }
+        self.logs.insert(key, Arc::downgrade(log));
+    }
+}
+
+/// What the logs of one storage share: the threads that run their fsync
+/// rounds and the cache of their open segment files.
+#[derive(Clone)]
+pub(crate) struct LogIo {
+    pool: Arc<SyncPool>,
+    files: Arc<OpenFiles>,
+}
+
+impl LogIo {
+    fn start(threads: usize, files: Arc<OpenFiles>) -> Result<Self> {
+        let pool = SyncPool::start(threads)
+            .map_err(|e| StorageError::io("starting the syncer threads", e))?;
+        Ok(Self { pool, files })
+    }
+}
 impl FileStorage {
     /// Opens (creating if needed) a data directory, takes its exclusive lock
     /// (see [`lock`]) and checks that it is writable by creating and
@@ -173,7 +220,20 @@ impl FileStorage {
     /// 127.0.0.1:50051`) in the lock file so that a second server refused
     /// the directory can say who has it.
     pub fn open_as(data_dir: impl AsRef<Path>, holder: Option<&str>) -> Result<Self> {
-        let data_dir = data_dir.as_ref();
+        Self::open_with_files(data_dir.as_ref(), holder, OpenFiles::sized_for_process())
+    }
+
+    /// [`FileStorage::open`] keeping at most `capacity` segment files open.
+    #[cfg(test)]
+    fn open_with_file_capacity(data_dir: &Path, capacity: usize) -> Result<Self> {
+        Self::open_with_files(data_dir, None, OpenFiles::new(capacity))
+    }
+
+    fn open_with_files(
+        data_dir: &Path,
+        holder: Option<&str>,
+        files: Arc<OpenFiles>,
+    ) -> Result<Self> {
         let topics_dir = data_dir.join("topics");
         std::fs::create_dir_all(&topics_dir).map_err(|e| {
             StorageError::io(
@@ -182,6 +242,7 @@ impl FileStorage {
             )
         })?;
         let lock = DataDirLock::acquire(data_dir, holder)?;
+        let io = LogIo::start(sync_pool::STORAGE_SYNC_THREADS, files)?;
         let probe = data_dir.join(format!(".herald-write-probe-{}", std::process::id()));
         std::fs::write(&probe, b"probe")
             .and_then(|()| std::fs::remove_file(&probe))
@@ -196,8 +257,9 @@ impl FileStorage {
             })?;
         Ok(Self {
             topics_dir,
-            logs: Mutex::new(HashMap::new()),
+            logs: Mutex::new(LiveLogs::default()),
             subscription_files: RwLock::new(()),
+            io,
             _lock: lock,
         })
     }
@@ -208,6 +270,11 @@ impl FileStorage {
 
     fn subscriptions_dir(&self, topic: &str) -> PathBuf {
         self.topic_dir(topic).join(SUBSCRIPTIONS_DIR)
+    }
+
+    /// Segment files open now (in the cache) and the most it keeps open.
+    pub fn open_segment_files(&self) -> (usize, usize) {
+        (self.io.files.open_count(), self.io.files.capacity())
     }
 }
 
@@ -233,12 +300,16 @@ impl Storage for FileStorage {
     fn write_topic_meta(&self, topic: &str, meta: &[u8]) -> Result<()> {
         let dir = self.topic_dir(topic);
         let ctx = |what: &str| format!("{what} metadata of topic {topic} in {}", dir.display());
-        let created = !dir.exists();
+        // A first write creates the topic: its directory entry (perhaps
+        // made by `open_partition`, which syncs nothing) must persist too.
+        let creating = !dir.join(META_FILE).exists();
         std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(ctx("creating"), e))?;
-        if created {
+        write_framed_file(&dir, META_FILE, meta)
+            .map_err(|e| StorageError::io(ctx("writing"), e))?;
+        if creating {
             sync_dir(&self.topics_dir).map_err(|e| StorageError::io(ctx("creating"), e))?;
         }
-        write_framed_file(&dir, META_FILE, meta).map_err(|e| StorageError::io(ctx("writing"), e))
+        Ok(())
     }
 
     fn open_partition(
@@ -249,28 +320,28 @@ impl Storage for FileStorage {
     ) -> Result<Arc<dyn PartitionLog>> {
         let mut logs = self.logs.lock();
         let key = (topic.to_owned(), partition);
-        if let Some(log) = logs.get(&key).and_then(Weak::upgrade) {
+        if let Some(log) = logs.logs.get(&key).and_then(Weak::upgrade) {
             return Ok(log);
         }
-        let topic_dir = self.topic_dir(topic);
-        let dir = topic_dir.join(partition.to_string());
-        let created = !dir.exists();
-        let log = FileLog::open(&dir, config)?;
-        if created {
-            sync_dir(&topic_dir)
-                .and_then(|()| sync_dir(&self.topics_dir))
-                .map_err(|e| StorageError::io(format!("creating {}", dir.display()), e))?;
-        }
-        logs.retain(|_, l| l.strong_count() > 0);
-        logs.insert(key, Arc::downgrade(&log));
+        // A new partition directory is made durable by the log's first fsync
+        // round, before anything appended to it is acknowledged (see
+        // `LogState::parent_dirty`); creating a topic costs no fsync here.
+        let dir = self.topic_dir(topic).join(partition.to_string());
+        let log = FileLog::open_with(&dir, config, None, self.io.clone())?;
+        logs.insert(key, &log);
         Ok(log)
     }
 
     fn delete_topic(&self, topic: &str) -> Result<()> {
         let mut logs = self.logs.lock();
-        let open: Vec<_> = logs.keys().filter(|(t, _)| t == topic).cloned().collect();
+        let open: Vec<_> = logs
+            .logs
+            .keys()
+            .filter(|(t, _)| t == topic)
+            .cloned()
+            .collect();
         for key in open {
-            if let Some(log) = logs.remove(&key).and_then(|w| w.upgrade()) {
+            if let Some(log) = logs.logs.remove(&key).and_then(|w| w.upgrade()) {
                 log.close();
             }
         }
@@ -526,6 +597,21 @@ struct LogState {
     unsynced: Vec<Arc<File>>,
     /// Set when a segment was created, so the syncer fsyncs the directory.
     dir_dirty: bool,
+    /// Set when the partition directory itself was created, so the syncer
+    /// also fsyncs its parent (the topic directory).
+    parent_dirty: bool,
+    /// The active segment's file while it holds written but not yet durable
+    /// data: kept open (whatever the file cache evicts) so the fsync that
+    /// makes it durable runs on a descriptor that saw the writes.
+    dirty: Option<Arc<File>>,
+    /// Under `FsyncPolicy::Interval`: when what is written now must be
+    /// durable (set by the first write after a round).
+    sync_due: Option<Instant>,
+    /// The deadline a pool timer is already set for, so rounds do not arm
+    /// the same one twice.
+    armed: Option<Instant>,
+    /// Set once the final round after `close` has run: nothing more syncs.
+    syncer_stopped: bool,
     /// `sync()` requests made so far.
     sync_requests: u64,
     /// Set by `close` (or topic deletion): appends and reads answer `Closed`.
@@ -550,7 +636,10 @@ impl LogState {
     }
 
     fn pending_sync(&self) -> bool {
-        self.written.offset > self.durable.offset || !self.unsynced.is_empty() || self.dir_dirty
+        self.written.offset > self.durable.offset
+            || !self.unsynced.is_empty()
+            || self.dir_dirty
+            || self.parent_dirty
     }
 
     fn check_usable(&self, dir: &Path) -> Result<()> {
@@ -564,7 +653,7 @@ impl LogState {
     }
 }
 
-/// State shared between the log handle and its syncer thread.
+/// State shared between the log handle and the sync pool.
 struct Shared {
     /// The partition directory.
     dir: PathBuf,
@@ -572,8 +661,10 @@ struct Shared {
     config: LogConfig,
     /// Segments, offsets and marks.
     state: Mutex<LogState>,
-    /// Wakes the syncer when there is something to sync.
-    work: Condvar,
+    /// Set while the log is queued in (or running on) the sync pool.
+    queued: AtomicBool,
+    /// Signalled when the final round after `close` has run.
+    syncer_stopped: Condvar,
     /// Durable progress, awaited by appenders and `sync()`.
     durable_tx: watch::Sender<DurableState>,
     /// End offset visible to readers (durable under `Batch`, written otherwise).
@@ -604,45 +695,51 @@ impl Shared {
 
 /// One partition's log on disk.
 pub struct FileLog {
-    /// State shared with the syncer thread.
+    /// State shared with the sync pool.
     shared: Arc<Shared>,
-    /// The syncer thread, joined on close.
-    syncer: Mutex<Option<JoinHandle<()>>>,
+    /// Runs this log's fsync rounds (shared with the storage's other logs).
+    io: LogIo,
     /// The dedup rebuild thread while it may run, stopped and joined on close.
     rebuilder: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl FileLog {
     /// Opens the log in `dir` (creating it if missing), recovering a torn
-    /// tail and rebuilding indexes, and starts its syncer thread. Returns
+    /// tail and rebuilding indexes, with a sync thread and file cache of its
+    /// own (a [`FileStorage`] shares one among all its logs). Returns
     /// before the dedup window is refilled: a rebuild thread does that, and
     /// appends wait for it (see [`DedupStatus`]).
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Arc<FileLog>> {
-        Self::open_with(dir.as_ref(), config, None)
+        let io = LogIo::start(1, OpenFiles::new(open_files::MAX_CACHED_FILES))?;
+        Self::open_with(dir.as_ref(), config, None, io)
     }
 
     /// [`FileLog::open`] with test control over the dedup rebuild.
     #[cfg(test)]
     fn open_hooked(dir: &Path, config: LogConfig, hook: Arc<RebuildHook>) -> Result<Arc<FileLog>> {
-        Self::open_with(dir, config, Some(hook))
+        let io = LogIo::start(1, OpenFiles::new(open_files::MAX_CACHED_FILES))?;
+        Self::open_with(dir, config, Some(hook), io)
     }
 
     fn open_with(
         dir: &Path,
         mut config: LogConfig,
         hook: Option<Arc<RebuildHook>>,
+        io: LogIo,
     ) -> Result<Arc<FileLog>> {
         let dir = dir.to_path_buf();
+        let dir_created = !dir.exists();
         std::fs::create_dir_all(&dir)
             .map_err(|e| StorageError::io(format!("creating {}", dir.display()), e))?;
         // Positions in the index are u32.
         config.segment_bytes = config.segment_bytes.min(u64::from(u32::MAX));
-        let segments = recovery::recover(&dir, config.index_interval_bytes)?;
+        let recovered = recovery::recover(&dir, config.index_interval_bytes, &io.files)?;
+        let segments = recovered.segments;
         let window_ms = config.dedup_window.as_millis() as i64;
         let window = DedupWindow::new(window_ms);
         let horizon = window.horizon((config.clock)());
         let scans = if window.enabled() {
-            recovery::dedup_scans(&segments, horizon)
+            recovery::dedup_scans(&segments, horizon)?
         } else {
             Vec::new()
         };
@@ -667,7 +764,14 @@ impl FileLog {
             written: mark,
             durable: mark,
             unsynced: Vec::new(),
-            dir_dirty: false,
+            // A first segment recovery had to create (or a directory it had
+            // to create) is not durable until the first round syncs it.
+            dir_dirty: recovered.created_first_segment,
+            parent_dirty: dir_created,
+            dirty: None,
+            sync_due: None,
+            armed: None,
+            syncer_stopped: false,
             sync_requests: 0,
             closed: false,
             shutdown: false,
@@ -678,7 +782,8 @@ impl FileLog {
             dir,
             config,
             state: Mutex::new(state),
-            work: Condvar::new(),
+            queued: AtomicBool::new(false),
+            syncer_stopped: Condvar::new(),
             durable_tx: watch::channel(DurableState {
                 offset: mark.offset,
                 ..DurableState::default()
@@ -689,19 +794,14 @@ impl FileLog {
             dedup_tx: watch::channel(status).0,
             cancel_rebuild: AtomicBool::new(false),
         });
-        let for_thread = shared.clone();
-        let syncer = std::thread::Builder::new()
-            .name("herald-syncer".into())
-            .spawn(move || syncer_loop(&for_thread))
-            .map_err(|e| StorageError::io("starting the syncer thread", e))?;
         let log = Arc::new(FileLog {
             shared,
-            syncer: Mutex::new(Some(syncer)),
+            io,
             rebuilder: Mutex::new(None),
         });
         if !scans.is_empty() {
             let for_thread = log.shared.clone();
-            // On error `log` drops, which stops the syncer and marks the
+            // On error `log` drops, which runs its final round and marks the
             // rebuild abandoned.
             let rebuilder = std::thread::Builder::new()
                 .name("herald-dedup".into())
@@ -722,6 +822,11 @@ impl FileLog {
         &self.shared.dir
     }
 
+    /// Asks the pool for a round; call after releasing the state lock.
+    fn wake_syncer(&self) {
+        self.io.pool.wake(&self.shared);
+    }
+
     /// Flushes what was written, stops the syncer and writes the active
     /// segment's indexes. Later calls (appends, reads) answer `Closed`.
     pub fn close(&self) {
@@ -731,7 +836,7 @@ impl FileLog {
             s.shutdown = true;
         }
         self.shared.cancel_rebuild.store(true, Ordering::Relaxed);
-        self.shared.work.notify_all();
+        self.wake_syncer();
         // Wake live readers so they see `Closed` instead of waiting forever.
         self.shared.end_tx.send_modify(|_| {});
         // The rebuild stops at its next batch boundary.
@@ -749,12 +854,10 @@ impl FileLog {
             }
             pending
         });
-        if let Some(handle) = self.syncer.lock().take()
-            && handle.join().is_err()
-        {
-            tracing::error!(dir = %self.shared.dir.display(), "syncer thread panicked");
+        let mut s = self.shared.state.lock();
+        while !s.syncer_stopped {
+            self.shared.syncer_stopped.wait(&mut s);
         }
-        let s = self.shared.state.lock();
         if self.shared.dir.exists()
             && let Err(e) = s.active().write_indexes(&self.shared.dir)
         {
@@ -809,11 +912,19 @@ impl FileLog {
         if sh.batch_policy() {
             if wait_for > s.durable.offset {
                 drop(guard);
-                sh.work.notify_one();
+                self.wake_syncer();
                 return Ok((out, Some(wait_for)));
             }
         } else {
             sh.end_tx.send_replace(s.written.offset);
+            if let FsyncPolicy::Interval(every) = sh.config.fsync
+                && s.sync_due.is_none()
+                && s.pending_sync()
+            {
+                s.sync_due = Some(Instant::now() + every);
+                drop(guard);
+                self.wake_syncer();
+            }
         }
         Ok((out, None))
     }
@@ -832,17 +943,22 @@ impl FileLog {
         if s.active().size > 0 && s.active().size + len as u64 > limit {
             self.roll(s)?;
         }
+        let file = match &s.dirty {
+            Some(file) => file.clone(),
+            None => s.active().file.get().map_err(|e| {
+                StorageError::io(format!("opening {}", s.active().path.display()), e)
+            })?,
+        };
         let mut buf = std::mem::take(&mut s.encode_buf);
         format::encode_batch(&mut buf, base, now, pairs());
-        let seg = s.active_mut();
-        let pos = seg.size;
-        let written = seg.file.write_all_at(&buf, pos);
+        let pos = s.active().size;
+        let written = file.write_all_at(&buf, pos);
         s.encode_buf = buf;
         if let Err(e) = written {
             let seg = s.active();
             let err = StorageError::io(format!("appending to {}", seg.path.display()), e);
             // A torn batch must never become readable, now or after restart.
-            if let Err(e) = seg.file.set_len(pos) {
+            if let Err(e) = file.set_len(pos) {
                 tracing::error!(path = %seg.path.display(), error = %e, "rolling back a failed write failed");
                 s.failed = Some(Failure::from_io("rolling back a failed write", &e));
             }
@@ -866,6 +982,7 @@ impl FileLog {
         };
         s.next_offset = header.end_offset();
         s.last_timestamp = Some(now);
+        s.dirty = Some(file);
         for (i, r) in stored.iter().enumerate() {
             s.dedup.insert(r.id.clone(), base + i as u64, now);
         }
@@ -875,15 +992,18 @@ impl FileLog {
     /// Seals the active segment and starts a new one at `next_offset`.
     fn roll(&self, s: &mut LogState) -> Result<()> {
         let dir = &self.shared.dir;
-        let seg = Segment::create(dir, s.next_offset)
+        let seg = Segment::create(dir, s.next_offset, &self.io.files)
             .map_err(|e| StorageError::io(format!("creating a segment in {}", dir.display()), e))?;
         let old = s.active();
         if let Err(e) = old.write_indexes(dir) {
             // Derived data: recovery rebuilds a missing or torn index.
             tracing::warn!(path = %old.path.display(), error = %e, "could not write segment indexes");
         }
-        let old_file = old.file.clone();
-        s.unsynced.push(old_file);
+        // Rolling means the old segment holds data; whatever of it is not
+        // yet durable is in the file `dirty` keeps open.
+        if let Some(old_file) = s.dirty.take() {
+            s.unsynced.push(old_file);
+        }
         s.dir_dirty = true;
         s.segments.push(seg);
         Ok(())
@@ -1016,59 +1136,70 @@ fn rebuild_and_install(
     DedupStatus::Ready
 }
 
-/// The group-commit loop: waits for work, fsyncs everything written so far
-/// without holding the lock (so appends keep flowing into the next group),
-/// then publishes the new durable end.
-fn syncer_loop(sh: &Shared) {
-    let interval = match sh.config.fsync {
-        FsyncPolicy::Interval(d) => Some(d),
-        _ => None,
-    };
-    let mut next_tick = interval.map(|d| Instant::now() + d);
-    let mut s = sh.state.lock();
-    loop {
-        let tick_due = next_tick.is_some_and(|t| Instant::now() >= t);
-        if tick_due {
-            next_tick = interval.map(|d| Instant::now() + d);
+/// Group commit on the sync pool: each round fsyncs everything written so
+/// far without holding the lock (so appends keep flowing into the next
+/// group), then publishes the new durable end.
+impl Syncable for Shared {
+    fn queued(&self) -> &AtomicBool {
+        &self.queued
+    }
+
+    fn sync_round(&self) -> Next {
+        let sh = self;
+        let mut s = sh.state.lock();
+        if s.syncer_stopped {
+            sh.queued.store(false, Ordering::Release);
+            return Next::Idle;
         }
+        let due = s.sync_due.is_some_and(|t| Instant::now() >= t);
         let requested = s.sync_requests > sh.durable_tx.borrow().served;
         let wanted = s.failed.is_none()
             && s.pending_sync()
-            && (sh.batch_policy() || requested || tick_due || s.shutdown);
-        if !wanted && (requested || s.shutdown) {
-            // Nothing to flush: answer requests (or the final round) at once.
-            // After a failure, requests stay unserved: waiters see `failed`.
-            let served = if s.failed.is_none() {
-                s.sync_requests
-            } else {
-                sh.durable_tx.borrow().served
-            };
-            let closed = s.shutdown;
-            sh.durable_tx.send_modify(|d| {
-                d.served = served;
-                d.closed = closed;
-            });
-            if closed {
-                return;
-            }
-            continue;
-        }
+            && (sh.batch_policy() || requested || due || s.shutdown);
         if !wanted {
-            match next_tick {
-                Some(t) => {
-                    sh.work.wait_until(&mut s, t);
+            if requested || s.shutdown {
+                // Nothing to flush: answer requests (or the final round) at
+                // once. After a failure, requests stay unserved: waiters see
+                // `failed`.
+                let served = if s.failed.is_none() {
+                    s.sync_requests
+                } else {
+                    sh.durable_tx.borrow().served
+                };
+                let closed = s.shutdown;
+                sh.durable_tx.send_modify(|d| {
+                    d.served = served;
+                    d.closed = closed;
+                });
+                if closed {
+                    s.syncer_stopped = true;
+                    s.dirty = None;
+                    sh.queued.store(false, Ordering::Release);
+                    sh.syncer_stopped.notify_all();
+                    return Next::Idle;
                 }
-                None => sh.work.wait(&mut s),
             }
-            continue;
+            sh.queued.store(false, Ordering::Release);
+            return match s.sync_due {
+                Some(at) if s.failed.is_none() && s.armed != Some(at) => {
+                    s.armed = Some(at);
+                    Next::At(at)
+                }
+                _ => Next::Idle,
+            };
         }
         let target = s.written;
         let served = s.sync_requests;
         let mut files = std::mem::take(&mut s.unsynced);
-        if let Some(seg) = s.segments.iter().find(|seg| seg.base == target.segment) {
-            files.push(seg.file.clone());
+        if target.segment == s.active().base {
+            // None: durable already, or never written; nothing to sync.
+            if let Some(file) = &s.dirty {
+                files.push(file.clone());
+            }
         }
         let dir_dirty = std::mem::take(&mut s.dir_dirty);
+        let parent_dirty = std::mem::take(&mut s.parent_dirty);
+        s.sync_due = None;
         drop(s);
         let mut result = Ok(());
         let started = std::time::Instant::now();
@@ -1083,14 +1214,26 @@ fn syncer_loop(sh: &Shared) {
             sh.fsyncs.fetch_add(1, Ordering::Relaxed);
             result = sync_dir(&sh.dir);
         }
-        // One round (its files and directory) is what a durable append waits for.
+        if result.is_ok()
+            && parent_dirty
+            && let Some(parent) = sh.dir.parent()
+        {
+            sh.fsyncs.fetch_add(1, Ordering::Relaxed);
+            result = sync_dir(parent);
+        }
+        // One round (its files and directories) is what a durable append
+        // waits for.
         metrics::histogram!(crate::metrics::names::FSYNC_DURATION)
             .record(started.elapsed().as_secs_f64());
+        drop(files);
         s = sh.state.lock();
         match result {
             Ok(()) => {
                 if target.offset >= s.durable.offset {
                     s.durable = target;
+                }
+                if s.durable == s.written {
+                    s.dirty = None;
                 }
                 let offset = s.durable.offset;
                 sh.durable_tx.send_modify(|d| {
@@ -1109,6 +1252,23 @@ fn syncer_loop(sh: &Shared) {
                 sh.durable_tx.send_modify(|d| d.failed = true);
             }
         }
+        // Whatever arrived meanwhile waits behind the other logs' rounds.
+        Next::Again
+    }
+
+    fn round_panicked(&self) {
+        let mut s = self.state.lock();
+        s.failed = Some(Failure {
+            raw_os_error: None,
+            message: "the fsync round panicked".into(),
+        });
+        s.syncer_stopped = true;
+        self.durable_tx.send_modify(|d| {
+            d.failed = true;
+            d.closed = true;
+        });
+        self.queued.store(false, Ordering::Release);
+        self.syncer_stopped.notify_all();
     }
 }
 
@@ -1253,7 +1413,11 @@ impl PartitionLog for FileLog {
                     std::cmp::Ordering::Greater => 0,
                 };
                 let (pos, _) = seg.position_for(budget.from);
-                (seg.file.clone(), seg.path.clone(), pos, limit)
+                let file = seg
+                    .file
+                    .get()
+                    .map_err(|e| StorageError::io(format!("opening {}", seg.path.display()), e))?;
+                (file, seg.path.clone(), pos, limit)
             };
             let (done, reached) = read_segment(&file, &path, pos, limit, &mut budget, &mut out)?;
             if done || reached <= budget.from {
@@ -1283,14 +1447,11 @@ impl PartitionLog for FileLog {
                 seg.size
             };
             let (pos, offset) = seg.position_for_timestamp(timestamp_ms);
-            (
-                seg.file.clone(),
-                seg.path.clone(),
-                pos,
-                offset,
-                limit,
-                visible.offset,
-            )
+            let file = seg
+                .file
+                .get()
+                .map_err(|e| StorageError::io(format!("opening {}", seg.path.display()), e))?;
+            (file, seg.path.clone(), pos, offset, limit, visible.offset)
         };
         let mut found = None;
         let mut failure = None;
@@ -1377,7 +1538,7 @@ impl PartitionLog for FileLog {
             s.sync_requests += 1;
             s.sync_requests
         };
-        self.shared.work.notify_one();
+        self.wake_syncer();
         self.wait_durable(0, request).await
     }
 

@@ -10,13 +10,14 @@
 //! is truncated and the segments after it are dropped. Every repair is logged
 //! with the file, the offset and the bytes dropped.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::format;
+use super::open_files::{self, OpenFiles};
 use super::segment::{self, Segment};
 use crate::storage::dedup::DedupWindow;
 use crate::storage::{Result, StorageError};
@@ -42,19 +43,23 @@ fn segment_bases(dir: &Path) -> Result<Vec<u64>> {
 }
 
 /// Opens a segment file and reads its length.
-fn open_segment(dir: &Path, base: u64) -> Result<(Segment, u64)> {
+fn open_segment(dir: &Path, base: u64, files: &Arc<OpenFiles>) -> Result<(Segment, u64)> {
     let path = segment::log_path(dir, base);
     let ctx = || format!("opening {}", path.display());
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| StorageError::io(ctx(), e))?;
+    let file = open_files::open_segment_file(&path).map_err(|e| StorageError::io(ctx(), e))?;
     let len = file
         .metadata()
         .map_err(|e| StorageError::io(ctx(), e))?
         .len();
+    let file = files.adopt(path.clone(), file);
     Ok((Segment::empty(base, file, path), len))
+}
+
+/// The segment's open file, for recovery's reads and repairs.
+fn file_of(seg: &Segment) -> Result<Arc<File>> {
+    seg.file
+        .get()
+        .map_err(|e| StorageError::io(format!("opening {}", seg.path.display()), e))
 }
 
 /// Scans a whole segment, rebuilding its indexes; returns where it stopped.
@@ -62,7 +67,7 @@ fn full_scan(seg: &mut Segment, len: u64, interval: u32) -> Result<segment::Scan
     seg.index.clear();
     seg.time_index.clear();
     seg.bytes_since_index = 0;
-    let file = seg.file.clone();
+    let file = file_of(seg)?;
     let mut batches = Vec::new();
     let end = segment::scan(&file, 0, len, seg.base, |pos, h, _| {
         batches.push((pos, *h));
@@ -104,7 +109,7 @@ fn check_sealed(seg: &mut Segment, len: u64) -> Result<std::result::Result<(), S
     let Some(last) = seg.index.last().copied() else {
         return Ok(Err("empty index".into()));
     };
-    let file = seg.file.clone();
+    let file = file_of(seg)?;
     let expected = seg.base + u64::from(last.relative_offset);
     let end = segment::scan(&file, u64::from(last.position), len, expected, |_, _, _| {
         true
@@ -134,10 +139,10 @@ fn truncate(seg: &Segment, len: u64, valid_len: u64, next_offset: u64, why: &str
         "truncating torn or corrupt segment tail"
     );
     let ctx = || format!("truncating {}", seg.path.display());
-    seg.file
-        .set_len(valid_len)
+    let file = file_of(seg)?;
+    file.set_len(valid_len)
         .map_err(|e| StorageError::io(ctx(), e))?;
-    seg.file.sync_all().map_err(|e| StorageError::io(ctx(), e))
+    file.sync_all().map_err(|e| StorageError::io(ctx(), e))
 }
 
 /// Removes a segment and its indexes (files that are already gone are fine).
@@ -155,9 +160,18 @@ pub fn remove_segment_files(dir: &Path, base: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// What [`recover`] found.
+pub struct Recovered {
+    /// At least one segment, the active one last.
+    pub segments: Vec<Segment>,
+    /// Set when the directory held no segment and recovery created the
+    /// first: its directory entry is not durable yet.
+    pub created_first_segment: bool,
+}
+
 /// Opens every segment of the partition in `dir`, repairing as described in
-/// the module docs. Returns at least one segment (the active one last).
-pub fn recover(dir: &Path, interval: u32) -> Result<Vec<Segment>> {
+/// the module docs.
+pub fn recover(dir: &Path, interval: u32, files: &Arc<OpenFiles>) -> Result<Recovered> {
     let bases = segment_bases(dir)?;
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
     for (i, &base) in bases.iter().enumerate() {
@@ -172,7 +186,7 @@ pub fn recover(dir: &Path, interval: u32) -> Result<Vec<Segment>> {
                 ),
             });
         }
-        let (mut seg, len) = open_segment(dir, base)?;
+        let (mut seg, len) = open_segment(dir, base, files)?;
         let is_tail = i + 1 == bases.len();
         if !is_tail {
             let sealed_ok = match load_indexes(dir, &mut seg, len) {
@@ -217,13 +231,17 @@ pub fn recover(dir: &Path, interval: u32) -> Result<Vec<Segment>> {
             break;
         }
     }
-    if segments.is_empty() {
-        let seg = Segment::create(dir, 0).map_err(|e| {
+    let created_first_segment = segments.is_empty();
+    if created_first_segment {
+        let seg = Segment::create(dir, 0, files).map_err(|e| {
             StorageError::io(format!("creating first segment in {}", dir.display()), e)
         })?;
         segments.push(seg);
     }
-    Ok(segments)
+    Ok(Recovered {
+        segments,
+        created_first_segment,
+    })
 }
 
 /// A stretch of one segment that may hold records appended within the dedup
@@ -243,12 +261,12 @@ pub struct DedupScan {
 /// `horizon`: the recovered segments from the first one holding a record at
 /// or after it, using the time indexes to skip older data. Empty when no
 /// record is that recent.
-pub fn dedup_scans(segments: &[Segment], horizon: i64) -> Vec<DedupScan> {
+pub fn dedup_scans(segments: &[Segment], horizon: i64) -> Result<Vec<DedupScan>> {
     let Some(first) = segments
         .iter()
         .position(|s| s.max_timestamp.is_some_and(|t| t >= horizon))
     else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     segments[first..]
         .iter()
@@ -259,13 +277,13 @@ pub fn dedup_scans(segments: &[Segment], horizon: i64) -> Vec<DedupScan> {
             } else {
                 (0, seg.base)
             };
-            DedupScan {
-                file: seg.file.clone(),
+            Ok(DedupScan {
+                file: file_of(seg)?,
                 path: seg.path.clone(),
                 start,
                 start_offset,
                 end: seg.size,
-            }
+            })
         })
         .collect()
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::format::{self, BatchHeader, IndexEntry, TimeEntry};
+use super::open_files::{OpenFiles, SegmentFile};
 
 /// How much a sequential scan reads per `pread`.
 const SCAN_CHUNK: usize = 4 * 1024 * 1024;
@@ -62,8 +63,9 @@ pub struct Segment {
     pub size: u64,
     /// Newest record timestamp, `None` while empty.
     pub max_timestamp: Option<i64>,
-    /// The `.log` file, shared with readers so they can `pread` unlocked.
-    pub file: Arc<File>,
+    /// The `.log` file, opened on demand; an operation holds the `Arc<File>`
+    /// it gets, so readers can `pread` without the log's lock.
+    pub file: SegmentFile,
     /// Path of the `.log` file, for error messages and deletion.
     pub path: PathBuf,
     /// Sparse offset index, always starting with the first batch.
@@ -76,7 +78,7 @@ pub struct Segment {
 
 impl Segment {
     /// Creates an empty segment file starting at `base`.
-    pub fn create(dir: &Path, base: u64) -> io::Result<Segment> {
+    pub fn create(dir: &Path, base: u64, files: &Arc<OpenFiles>) -> io::Result<Segment> {
         let path = log_path(dir, base);
         let file = OpenOptions::new()
             .read(true)
@@ -84,17 +86,17 @@ impl Segment {
             .create(true)
             .truncate(true)
             .open(&path)?;
-        Ok(Segment::empty(base, file, path))
+        Ok(Segment::empty(base, files.adopt(path.clone(), file), path))
     }
 
     /// An in-memory segment with no batches over an already open file.
-    pub fn empty(base: u64, file: File, path: PathBuf) -> Segment {
+    pub fn empty(base: u64, file: SegmentFile, path: PathBuf) -> Segment {
         Segment {
             base,
             end: base,
             size: 0,
             max_timestamp: None,
-            file: Arc::new(file),
+            file,
             path,
             index: Vec::new(),
             time_index: Vec::new(),

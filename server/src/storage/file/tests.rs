@@ -632,3 +632,88 @@ fn concurrent_cursor_writes_leave_one_whole_cursor() {
         .count();
     assert_eq!(leftovers, 0);
 }
+
+#[tokio::test]
+async fn interval_policy_makes_an_append_durable_within_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, clock) = manual_clock(1_000);
+    let mut cfg = config(clock);
+    cfg.fsync = FsyncPolicy::Interval(Duration::from_millis(100));
+    let log = FileLog::open(dir.path(), cfg).unwrap();
+    let before = log.fsync_count();
+    log.append(batch(0, 10)).await.unwrap();
+    // Answered before any fsync: the interval policy does not wait for it.
+    let answered = std::time::Instant::now();
+    while log.fsync_count() == before {
+        assert!(
+            answered.elapsed() < Duration::from_secs(5),
+            "no fsync within 5 s of an append under a 100 ms interval"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // An idle log is not fsynced again and again (once the round that
+    // started has synced the file and the new directory entries).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let settled = log.fsync_count();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(log.fsync_count(), settled);
+}
+
+#[tokio::test]
+async fn the_first_round_of_a_new_partition_syncs_its_directory_and_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, clock) = manual_clock(1_000);
+    let log = FileLog::open(dir.path().join("0"), config(clock)).unwrap();
+    log.append(batch(0, 1)).await.unwrap();
+    // The segment file, the partition directory (holding the new segment)
+    // and the topic directory (holding the new partition directory).
+    assert_eq!(log.fsync_count(), 3);
+    log.append(batch(1, 1)).await.unwrap();
+    assert_eq!(log.fsync_count(), 4, "later rounds sync only the data");
+}
+
+#[tokio::test]
+async fn many_partitions_share_a_bounded_set_of_open_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, clock) = manual_clock(1_000);
+    let capacity = 16;
+    let partitions = 100u32;
+    {
+        let storage = FileStorage::open_with_file_capacity(dir.path(), capacity).unwrap();
+        let mut logs = Vec::new();
+        for p in 0..partitions {
+            let log = storage
+                .open_partition("t", p, small_segments(config(clock.clone())))
+                .unwrap();
+            // Several segments each: sealed ones are opened on demand too.
+            for round in 0..5 {
+                log.append(vec![rec(&format!("{p}-{round}"), &"x".repeat(1500))])
+                    .await
+                    .unwrap();
+            }
+            logs.push(log);
+        }
+        let (open, cap) = storage.open_segment_files();
+        assert_eq!(cap, capacity);
+        assert!(open <= capacity, "{open} files open, capacity {capacity}");
+        for (p, log) in logs.iter().enumerate() {
+            let records = read_all(log.as_ref(), 0).await;
+            assert_eq!(records.len(), 5, "partition {p}");
+            assert_eq!(records[0].id, Bytes::from(format!("{p}-0")));
+            assert!(log.stats().segments > 1, "partition {p} never rolled");
+        }
+        assert!(storage.open_segment_files().0 <= capacity);
+    }
+    let storage = FileStorage::open_with_file_capacity(dir.path(), capacity).unwrap();
+    for p in 0..partitions {
+        let log = storage
+            .open_partition("t", p, small_segments(config(clock.clone())))
+            .unwrap();
+        assert_eq!(
+            read_all(log.as_ref(), 0).await.len(),
+            5,
+            "partition {p} after reopen"
+        );
+    }
+    assert!(storage.open_segment_files().0 <= capacity);
+}
