@@ -9,7 +9,9 @@ import {
 } from "../gen/acme/transport/v1/transport_herald.js";
 
 const [endpoint = "http://127.0.0.1:50051", alerts = "Infinity"] = process.argv.slice(2);
-const client = await HeraldClient.connect({ endpoint });
+// A service started beside the broker: wait up to 30 s for it to come up
+// (without waitForServerMs a refused connection fails connect at once).
+const client = await HeraldClient.connect({ endpoint, waitForServerMs: 30_000 });
 const driverAlerts = newDriverAlertRequestedProducer(client);
 const allocations = await subscribeRouteAllocationRecorded(client, {
   subscription: "alerting",

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { ClientHttp2Stream, Http2Session, SecureClientSessionOptions } from "node:http2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
 import { Code, createClient } from "@connectrpc/connect";
@@ -24,7 +25,8 @@ import { type ReadOptions, type Recorded, readTopic } from "./reader.js";
 import { defaultPropagator } from "./tracing.js";
 
 /**
- * How consumers re-attach (and {@link HeraldClient.connect} retries) after
+ * How consumers re-attach, producers resend (and {@link HeraldClient.connect}
+ * retries, with `waitForServerMs`) after
  * the connection drops: exponential backoff from `initialMs`, times
  * `multiplier` per attempt, capped at `maxMs`, each delay spread randomly by
  * up to `jitter` (a fraction, 0 to 1) either way.
@@ -82,18 +84,65 @@ export const stderrLogger: Logger = {
   error: (message, ...details) => console.error(message, ...details),
 };
 
+/**
+ * The connection's HTTP/2 keepalive: a PING after `intervalMs` without
+ * anything read from the broker, and the connection is dropped when no
+ * answer comes within `timeoutMs` more (open streams fail with UNAVAILABLE:
+ * consumers re-attach, producers send again). The equivalents of gRPC's
+ * `grpc.keepalive_time_ms`, `grpc.keepalive_timeout_ms` and
+ * `grpc.keepalive_permit_without_calls`.
+ */
+export interface KeepaliveOptions {
+  /** Idle time before a PING. Default 20 s; 0 turns keepalive off. */
+  intervalMs: number;
+  /** How long a PING may go unanswered. Default 10 s. */
+  timeoutMs: number;
+  /** Also ping a connection with no call open. Default true. */
+  withoutCalls: boolean;
+}
+
+/** The default {@link KeepaliveOptions}: 20 s, 10 s, with or without calls open. */
+export const DEFAULT_KEEPALIVE: Readonly<KeepaliveOptions> = Object.freeze({
+  intervalMs: 20_000,
+  timeoutMs: 10_000,
+  withoutCalls: true,
+});
+
 /** Settings of a {@link HeraldClient}. */
 export interface ClientOptions {
-  /** The broker, e.g. `http://127.0.0.1:50051`. */
+  /**
+   * The broker: `host:port` or `http://host:port` (plaintext HTTP/2), or
+   * `https://host:port` (TLS, verified against Node's CA store; see `tls`).
+   * Without a port, 80 for http and 443 for https.
+   */
   endpoint: string;
-  /** How long {@link HeraldClient.connect} waits for the connection. Default 5 s. */
+  /**
+   * Bound on one connection attempt of {@link HeraldClient.connect} (TCP, TLS
+   * and HTTP/2 handshakes): how long it waits for a server that accepts the
+   * connection but does not answer. A refused connection or an unknown host
+   * fails `connect` at once (see `waitForServerMs`). Default 5 s.
+   */
   connectTimeoutMs?: number;
-  /** Bound on each unary call and on each publish. Default 30 s. */
+  /**
+   * How long {@link HeraldClient.connect} keeps trying (with the reconnect
+   * policy's backoff) while the broker is not reachable yet (connection
+   * refused, unknown host), e.g. while it starts beside the application.
+   * Default 0: the first refusal fails `connect` with its cause.
+   */
+  waitForServerMs?: number;
+  /**
+   * Bound on each unary call and on each publish, including the publish's
+   * resends after a lost connection. Default 30 s.
+   */
   requestTimeoutMs?: number;
-  /** How consumers re-attach after failures. Default {@link DEFAULT_RECONNECT}. */
+  /** How consumers re-attach and producers resend after failures. Default {@link DEFAULT_RECONNECT}. */
   reconnect?: Partial<ReconnectPolicy>;
-  /** HTTP/2 keep-alive PING interval. Default 30 s. */
+  /** HTTP/2 keepalive. Default {@link DEFAULT_KEEPALIVE} (20 s, 10 s, also without calls). */
+  keepalive?: Partial<KeepaliveOptions>;
+  /** @deprecated Use `keepalive.intervalMs`. */
   pingIntervalMs?: number;
+  /** TLS settings for an `https://` endpoint (`ca`, `cert`, `key`, `servername`...), passed to `http2.connect`. */
+  tls?: SecureClientSessionOptions;
   /** Trace context propagator. Default W3C TraceContext. */
   propagator?: TextMapPropagator;
   /** Default {@link stderrLogger}. */
@@ -116,8 +165,12 @@ export class HeraldClient {
   readonly requestTimeoutMs: number;
   /** How long `connect` waits. */
   readonly connectTimeoutMs: number;
-  /** Re-attach policy. */
+  /** How long `connect` waits for a broker that is not up yet. */
+  readonly waitForServerMs: number;
+  /** Re-attach and resend policy. */
   readonly reconnect: Readonly<ReconnectPolicy>;
+  /** The connection's HTTP/2 keepalive. */
+  readonly keepalive: Readonly<KeepaliveOptions>;
   /** @internal */
   readonly propagator: TextMapPropagator;
   /** @internal */
@@ -137,37 +190,35 @@ export class HeraldClient {
 
   /**
    * A client that connects lazily, on the first call. Throws a TypeError
-   * when the endpoint is not an `http://` or `https://` URL.
+   * when the endpoint is not `host:port`, `http://host:port` or
+   * `https://host:port`.
    */
   constructor(options: ClientOptions) {
-    let url: URL;
-    if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(options.endpoint)) {
-      throw new TypeError(
-        `invalid Herald endpoint ${JSON.stringify(options.endpoint)}: give a URL with its scheme, e.g. http://${options.endpoint}`,
-      );
-    }
-    try {
-      url = new URL(options.endpoint);
-    } catch {
-      throw new TypeError(
-        `invalid Herald endpoint ${JSON.stringify(options.endpoint)}: give a URL such as http://127.0.0.1:50051`,
-      );
-    }
-    if (url.protocol !== "http:" && url.protocol !== "https:") {
-      throw new TypeError(
-        `invalid Herald endpoint ${JSON.stringify(options.endpoint)}: the scheme must be http:// (plaintext HTTP/2) or https://`,
-      );
-    }
+    const url = parseEndpoint(options.endpoint);
     this.endpoint = options.endpoint;
     this.requestTimeoutMs = positive(options.requestTimeoutMs, 30_000, "requestTimeoutMs");
     this.connectTimeoutMs = positive(options.connectTimeoutMs, 5_000, "connectTimeoutMs");
+    this.waitForServerMs = nonNegative(options.waitForServerMs, 0, "waitForServerMs");
     this.reconnect = Object.freeze({ ...DEFAULT_RECONNECT, ...options.reconnect });
+    const keepalive = { ...DEFAULT_KEEPALIVE, ...options.keepalive };
+    if (options.pingIntervalMs !== undefined && options.keepalive?.intervalMs === undefined) {
+      keepalive.intervalMs = options.pingIntervalMs;
+    }
+    nonNegative(keepalive.intervalMs, 0, "keepalive.intervalMs");
+    positive(keepalive.timeoutMs, 10_000, "keepalive.timeoutMs");
+    this.keepalive = Object.freeze(keepalive);
     this.propagator = options.propagator ?? defaultPropagator;
     this.logger = options.logger ?? stderrLogger;
-    this.sessions = new Http2SessionManager(url, {
-      pingIntervalMs: options.pingIntervalMs ?? 30_000,
-      pingTimeoutMs: 10_000,
-    });
+    this.sessions = new GuardedSessionManager(
+      url,
+      {
+        // Connect's "no PING" is an infinite interval.
+        pingIntervalMs: keepalive.intervalMs > 0 ? keepalive.intervalMs : Number.POSITIVE_INFINITY,
+        pingTimeoutMs: keepalive.timeoutMs,
+        pingIdleConnection: keepalive.withoutCalls,
+      },
+      url.protocol === "https:" ? options.tls : undefined,
+    );
     const transport = createGrpcTransport({
       baseUrl: url.toString(),
       sessionManager: this.sessions,
@@ -183,36 +234,65 @@ export class HeraldClient {
   }
 
   /**
-   * Creates a client and waits until its connection is up, retrying with the
-   * reconnect policy until `connectTimeoutMs` has passed; then fails with a
-   * HeraldError (gRPC code UNAVAILABLE) naming the endpoint.
+   * Creates a client and waits until its connection is up. A refused
+   * connection, an unknown host or a failed TLS handshake fails at once with
+   * a HeraldError (gRPC code UNAVAILABLE) naming the cause, e.g. "connection
+   * refused (connect ECONNREFUSED 127.0.0.1:50051)", unless
+   * `waitForServerMs` asks to keep trying (with the reconnect policy's
+   * backoff) for that long; an attempt at a server that accepts the
+   * connection but does not answer fails after `connectTimeoutMs`. Once
+   * connected, the connection is re-established by itself when it drops.
    */
   static async connect(options: ClientOptions): Promise<HeraldClient> {
     const client = new HeraldClient(options);
-    const deadline = Date.now() + client.connectTimeoutMs;
+    const started = Date.now();
+    const waitMs = client.waitForServerMs;
     let lastError: unknown;
     for (let attempt = 0; ; attempt++) {
-      const left = deadline - Date.now();
+      const timeLeft = Math.max(client.connectTimeoutMs, waitMs) - (Date.now() - started);
+      let timer: NodeJS.Timeout | undefined;
       const state = await Promise.race([
         client.sessions.connect(),
-        new Promise<"timeout">((resolve) => setTimeout(resolve, Math.max(left, 0), "timeout").unref()),
+        new Promise<"timeout">((resolve) => {
+          timer = setTimeout(resolve, Math.max(Math.min(client.connectTimeoutMs, timeLeft), 0), "timeout");
+        }),
       ]);
+      clearTimeout(timer);
       if (state === "open" || state === "idle") {
         return client;
       }
-      lastError = state === "error" ? client.sessions.error() : undefined;
-      const wait = Math.min(reconnectDelay(client.reconnect, attempt), deadline - Date.now());
-      if (state === "timeout" || wait <= 0) {
-        break;
+      const elapsed = Date.now() - started;
+      if (state === "timeout") {
+        client.sessions.abort();
+        if (elapsed >= waitMs) {
+          const before = lastError === undefined ? "" : `; before that: ${describeFailure(lastError)}`;
+          throw new HeraldError(
+            `cannot connect to ${client.endpoint}: no answer within the connect timeout (${client.connectTimeoutMs} ms)${before}; ` +
+              "is a Herald broker listening there, and is plaintext vs TLS (http:// vs https://) right?",
+            { grpcCode: Code.Unavailable, cause: lastError },
+          );
+        }
+        continue;
+      }
+      lastError = client.sessions.error();
+      if (waitMs === 0) {
+        client.sessions.abort();
+        throw new HeraldError(
+          `cannot connect to ${client.endpoint}: ${describeFailure(lastError)}; ${connectHint(lastError)}`,
+          { grpcCode: Code.Unavailable, cause: lastError },
+        );
+      }
+      const wait = Math.min(reconnectDelay(client.reconnect, attempt), waitMs - elapsed);
+      if (wait <= 0) {
+        client.sessions.abort();
+        throw new HeraldError(
+          `cannot connect to ${client.endpoint}: not reachable within ${waitMs} ms (waitForServerMs); ` +
+            `last failure: ${describeFailure(lastError)}`,
+          { grpcCode: Code.Unavailable, cause: lastError },
+        );
       }
       await new Promise((resolve) => setTimeout(resolve, wait));
     }
-    client.sessions.abort();
-    const reason = lastError instanceof Error ? `: ${lastError.message}` : "";
-    throw new HeraldError(
-      `cannot connect to ${client.endpoint} within ${client.connectTimeoutMs} ms${reason}; is the broker running there?`,
-      { grpcCode: Code.Unavailable, cause: lastError },
-    );
   }
 
   /**
@@ -262,6 +342,131 @@ export class HeraldClient {
     this.closers.add(closer);
     closer.onClose?.(() => this.closers.delete(closer));
   }
+}
+
+/**
+ * Connect's session manager, with its keepalive made safe: its PING timer
+ * can fire on a session that was just destroyed (a reset connection, a
+ * GOAWAY), and `ClientHttp2Session.ping` then throws synchronously out of
+ * the timer, an uncaught exception that ends the process
+ * (connectrpc/connect-es#1795, unfixed in 2.1.1). Each session's `ping` is
+ * wrapped (on its first request, before any PING timer is armed for it) to
+ * do nothing once the session is closed or destroyed; the PING timeout then
+ * destroys it again, which is harmless.
+ */
+class GuardedSessionManager extends Http2SessionManager {
+  private readonly guarded = new WeakSet<Http2Session>();
+
+  override async request(...args: Parameters<Http2SessionManager["request"]>): Promise<ClientHttp2Stream> {
+    const stream = await super.request(...args);
+    const session = stream.session;
+    if (session !== undefined && !this.guarded.has(session)) {
+      this.guarded.add(session);
+      const ping = session.ping;
+      session.ping = function guardedPing(this: Http2Session, ...pingArgs: unknown[]): boolean {
+        if (this.destroyed || this.closed) {
+          return false;
+        }
+        return (ping as (...a: unknown[]) => boolean).apply(this, pingArgs);
+      } as Http2Session["ping"];
+    }
+    return stream;
+  }
+}
+
+/**
+ * `host:port`, `http://host:port` or `https://host:port` as a URL (bare
+ * `host:port` is plaintext); throws a TypeError naming the accepted forms.
+ *
+ * @internal
+ */
+export function parseEndpoint(endpoint: string): URL {
+  const given = endpoint.trim();
+  const invalid = (why: string) =>
+    new TypeError(
+      `invalid Herald endpoint ${JSON.stringify(endpoint)}: ${why}; give host:port, http://host:port or https://host:port, e.g. 127.0.0.1:50051`,
+    );
+  if (given === "") {
+    throw invalid("it is empty");
+  }
+  const schemed = /^[a-z][a-z0-9+.-]*:\/\//i.test(given);
+  let url: URL;
+  try {
+    url = new URL(schemed ? given : `http://${given}`);
+  } catch {
+    throw invalid("not a host and port");
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw invalid("the scheme must be http:// (plaintext HTTP/2) or https:// (TLS)");
+  }
+  if (url.hostname === "" || url.username !== "" || url.password !== "" || url.search !== "" || url.hash !== "" || (url.pathname !== "/" && url.pathname !== "")) {
+    throw invalid("only a host and port are allowed (no path, query or user)");
+  }
+  return url;
+}
+
+/**
+ * A transport failure in words, leading with what it means: "connection
+ * refused (connect ECONNREFUSED 127.0.0.1:1)", "unknown host (getaddrinfo
+ * ENOTFOUND ...)".
+ *
+ * @internal
+ */
+export function describeFailure(error: unknown): string {
+  const chain: unknown[] = [];
+  for (let e = error; e instanceof Error && !chain.includes(e); e = e.cause) {
+    chain.push(e);
+  }
+  const meanings: Record<string, string> = {
+    ECONNREFUSED: "connection refused",
+    ENOTFOUND: "unknown host (DNS lookup failed)",
+    EAI_AGAIN: "DNS lookup failed (temporary)",
+    ECONNRESET: "connection reset",
+    ETIMEDOUT: "connection timed out",
+    EHOSTUNREACH: "host unreachable",
+    ENETUNREACH: "network unreachable",
+    EPIPE: "connection closed by the peer",
+  };
+  for (const e of chain) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && code in meanings) {
+      return `${meanings[code]} (${(e as Error).message.trim()})`;
+    }
+    if (typeof code === "string" && (code.startsWith("ERR_SSL_") || code.startsWith("ERR_TLS_"))) {
+      const reason = (e as { reason?: unknown }).reason;
+      return `TLS handshake failed (${typeof reason === "string" ? reason : (e as Error).message.trim()}; ${code})`;
+    }
+    if (typeof code === "string" && /^(UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|CERT_|ERR_TLS_CERT)/.test(code)) {
+      return `TLS certificate not accepted (${(e as Error).message.trim()}; ${code})`;
+    }
+  }
+  if (error instanceof HeraldError || !(error instanceof Error)) {
+    return error instanceof Error ? error.message : String(error);
+  }
+  const rawMessage = (error as { rawMessage?: unknown }).rawMessage;
+  const top = (typeof rawMessage === "string" ? rawMessage : error.message).trim();
+  const tail = chain.at(-1);
+  const root = tail instanceof Error ? tail.message.trim() : "";
+  return root !== "" && root !== top && !top.includes(root) ? `${top} (${root})` : top;
+}
+
+/** What to check after a failed connect, by its cause. */
+function connectHint(error: unknown): string {
+  const described = describeFailure(error);
+  if (described.startsWith("TLS")) {
+    return "does the broker serve TLS there? (http:// or host:port is plaintext, https:// is TLS)";
+  }
+  return "is the broker running there? (waitForServerMs waits for one that is starting)";
+}
+
+function nonNegative(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) {
+    return fallback;
+  }
+  if (!Number.isFinite(value) || value < 0) {
+    throw new RangeError(`${name} must be a number of milliseconds >= 0, not ${value}`);
+  }
+  return value;
 }
 
 function positive(value: number | undefined, fallback: number, name: string): number {

@@ -85,21 +85,47 @@ export class HeraldError extends Error {
 
   /**
    * Whether retrying later (after reconnecting) may succeed: `UNAVAILABLE`,
-   * `UNKNOWN`, `CANCELED` and `DEADLINE_EXCEEDED` from the transport, except a
-   * subscription deleted under its consumer (`SUBSCRIPTION_CLOSED`), which
-   * re-attaching would silently recreate.
+   * `UNKNOWN`, `CANCELED` and `DEADLINE_EXCEEDED`; and a broken connection
+   * that Connect reports otherwise (`ABORTED` for a reset connection,
+   * `INTERNAL` for a failed HTTP/2 session or stream), when no Herald code
+   * says the broker refused. Not a subscription deleted under its consumer
+   * (`SUBSCRIPTION_CLOSED`), which re-attaching would silently recreate.
    */
   get transient(): boolean {
     if (this.code === ErrorCode.SUBSCRIPTION_CLOSED) {
       return false;
     }
-    return (
-      this.grpcCode === Code.Unavailable ||
-      this.grpcCode === Code.Unknown ||
-      this.grpcCode === Code.Canceled ||
-      this.grpcCode === Code.DeadlineExceeded
-    );
+    switch (this.grpcCode) {
+      case Code.Unavailable:
+      case Code.Unknown:
+      case Code.Canceled:
+      case Code.DeadlineExceeded:
+        return true;
+      case Code.Aborted:
+      case Code.Internal:
+        return this.code === ErrorCode.UNSPECIFIED && fromTransport(this);
+      default:
+        return false;
+    }
   }
+}
+
+/**
+ * Whether `error` came from the connection rather than from the broker: a
+ * Node.js error (with a string `code`, e.g. ECONNRESET,
+ * ERR_HTTP2_STREAM_ERROR) in its cause chain, or an HTTP/2 reset.
+ *
+ * @internal
+ */
+export function fromTransport(error: Error): boolean {
+  const seen: unknown[] = [];
+  for (let e: unknown = error; e instanceof Error && !seen.includes(e); e = e.cause) {
+    seen.push(e);
+    if (typeof (e as { code?: unknown }).code === "string" || /^(\[[a-z_]+\] )?http\/2 /.test(e.message)) {
+      return true;
+    }
+  }
+  return false;
 }
 
 /** `ErrorCode.TOPIC_NOT_FOUND` → `"ERROR_CODE_TOPIC_NOT_FOUND"`; unknown numbers as `"ERROR_CODE_<n>"`. */

@@ -17,8 +17,8 @@
  *
  * @module
  */
-export { DEFAULT_RECONNECT, HeraldClient, reconnectDelay, stderrLogger } from "./client.js";
-export type { ClientOptions, Logger, ReconnectPolicy } from "./client.js";
+export { DEFAULT_KEEPALIVE, DEFAULT_RECONNECT, HeraldClient, reconnectDelay, stderrLogger } from "./client.js";
+export type { ClientOptions, KeepaliveOptions, Logger, ReconnectPolicy } from "./client.js";
 export { Consumer, Envelope, durationOf } from "./consumer.js";
 export type {
   ActiveState,

@@ -6,8 +6,10 @@
  * `maxInFlight` requests unanswered. Each response is split back to the calls
  * of its request. When the broker refuses one event of a request shared by
  * several calls (too large, malformed), only the call that gave it fails; the
- * others are sent again. A broken stream fails the requests in flight and is
- * reopened for the next batch.
+ * others are sent again. When the stream breaks (connection lost, broker
+ * restarting), every unanswered request is sent again, in order, on a new
+ * stream after the reconnect policy's backoff, until each call's deadline;
+ * the broker deduplicates event ids, so each event is stored once.
  *
  * @module
  */
@@ -16,7 +18,7 @@ import type { GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { Code } from "@connectrpc/connect";
 import type { Context } from "@opentelemetry/api";
 import { v7 as uuidv7 } from "uuid";
-import type { HeraldClient } from "./client.js";
+import { type HeraldClient, describeFailure, reconnectDelay } from "./client.js";
 import { ErrorCode, HeraldError } from "./errors.js";
 import { CONTENT_TYPE_PROTOBUF, checkTopicName, receiptOf, type EventBinding, type Receipt } from "./event.js";
 import type { PublishStreamRequestRaw } from "./gen/herald/sdk/internal/v1/raw_pb.js";
@@ -39,7 +41,10 @@ export interface ProducerOptions {
   maxInFlight?: number;
   /** Most events queued and not yet sent; past it `publish` waits for room (in call order). Default 10 × maxBatch. */
   maxQueued?: number;
-  /** Bound on each publish call. Default the client's `requestTimeoutMs`. */
+  /**
+   * Bound on each publish call, resends after a lost connection included.
+   * Default the client's `requestTimeoutMs`.
+   */
   requestTimeoutMs?: number;
 }
 
@@ -57,24 +62,37 @@ export interface PublishOptions {
   time?: Date;
   /** The OpenTelemetry context to inject instead of the active one. */
   context?: Context;
+  /** Bound on this call (resends included) instead of the producer's `requestTimeoutMs`. */
+  timeoutMs?: number;
 }
 
 /** What a producer has sent so far. */
 export interface ProducerStats {
-  /** PublishStream requests sent. */
+  /** PublishStream requests sent (resends included). */
   requests: number;
-  /** Events sent in them. */
+  /** Events sent in them (resends included). */
   events: number;
+  /** Times the stream broke with requests unanswered, which were then sent again. */
+  resends: number;
 }
 
 /** One publish or publishBatch call waiting for its answer. */
 interface Call {
+  /** The events' ids, assigned once (resends carry the same ids). */
+  ids: string[];
   /** Encoded herald.v1.Event each. */
   events: Uint8Array[];
   resolve: (receipts: Receipt[]) => void;
   reject: (error: HeraldError) => void;
+  timeoutMs: number;
   deadline: number;
   settled: boolean;
+}
+
+/** One encoded event and its id. */
+interface Encoded {
+  id: string;
+  bytes: Uint8Array;
 }
 
 /** An open PublishStream. */
@@ -89,6 +107,15 @@ interface OpenStream {
  * `type` and `source`, `data_content_type = "application/protobuf"`,
  * `data_schema` = the message's full name, the binding's key, and the
  * active OpenTelemetry context as `traceparent`/`tracestate` attributes.
+ *
+ * When the connection breaks (broker restart, network, keepalive timeout),
+ * every unanswered request is sent again, in order, on a new stream once the
+ * broker is reachable (with the client's reconnect backoff), until each
+ * call's deadline (`timeoutMs`, else `requestTimeoutMs`). That is safe
+ * because the broker deduplicates event ids: an event stored before the
+ * break comes back with `duplicate` set and its original offset. A call
+ * fails before its deadline only when the broker refuses it (e.g.
+ * `EVENT_TOO_LARGE`, `TOPIC_NOT_FOUND`).
  *
  * ```ts
  * const producer = client.producer(UserSignedUpEvent, { lingerMs: 2 });
@@ -120,7 +147,13 @@ export class Producer<T extends Message> {
   private idleWaiters: (() => void)[] = [];
   private sweeper: NodeJS.Timeout | undefined;
   private readonly closeListeners: (() => void)[] = [];
-  private readonly counters: ProducerStats = { requests: 0, events: 0 };
+  private readonly counters: ProducerStats = { requests: 0, events: 0, resends: 0 };
+  /** After a failure: nothing is sent before `retryAt`; `failures` in a row set the backoff. */
+  private retryAt = 0;
+  private failures = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  /** Why the stream last broke; undefined once it works again. */
+  private lastFailure: HeraldError | undefined;
 
   /** Use {@link HeraldClient.producer}. */
   constructor(
@@ -141,10 +174,15 @@ export class Producer<T extends Message> {
   /**
    * Publishes one event (a message or an init object of `T`); resolves with
    * where it was stored once it is durable. Rejects with a HeraldError, e.g.
-   * `EVENT_TOO_LARGE` or `TOPIC_NOT_FOUND`, affecting only this call.
+   * `EVENT_TOO_LARGE` or `TOPIC_NOT_FOUND`, affecting only this call, at
+   * once. Across a lost connection the event is sent again until the call's
+   * timeout; past it the call rejects with `DEADLINE_EXCEEDED`, the last
+   * connection failure in the message and as `cause`, and the event id in
+   * `metadata.id` (the event may or may not be stored: publishing it again
+   * with `{ id }` is safe).
    */
   async publish(event: MessageInitShape<GenMessage<T>>, options?: PublishOptions): Promise<Receipt> {
-    const receipts = await this.send([this.envelope(event, options)]);
+    const receipts = await this.send([this.envelope(event, options)], options?.timeoutMs);
     const receipt = receipts[0];
     if (receipt === undefined) {
       throw new HeraldError("the broker returned no result for the event", { grpcCode: Code.Internal });
@@ -160,14 +198,17 @@ export class Producer<T extends Message> {
     if (events.length === 0) {
       return [];
     }
-    return this.send(events.map((e) => this.envelope(e, options)));
+    return this.send(
+      events.map((e) => this.envelope(e, options)),
+      options?.timeoutMs,
+    );
   }
 
   /** Waits until every publish made so far is answered. */
   async flush(): Promise<void> {
     this.due = true;
     this.pump();
-    if (this.queue.length === 0 && this.inFlight.size === 0 && this.waiting.length === 0) {
+    if (!this.hasPending()) {
       return;
     }
     await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
@@ -183,6 +224,8 @@ export class Producer<T extends Message> {
     }
     this.closing = true;
     await this.flush();
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     const stream = this.stream;
     this.stream = undefined;
     if (stream !== undefined) {
@@ -209,8 +252,8 @@ export class Producer<T extends Message> {
     this.closeListeners.push(listener);
   }
 
-  /** The encoded wire envelope (`herald.v1.Event`) of `event`. */
-  private envelope(event: MessageInitShape<GenMessage<T>>, options: PublishOptions | undefined): Uint8Array {
+  /** The encoded wire envelope (`herald.v1.Event`) of `event`, with its id (assigned here, once). */
+  private envelope(event: MessageInitShape<GenMessage<T>>, options: PublishOptions | undefined): Encoded {
     const value = this.binding.create(event);
     const attributes: Record<string, string> = { ...options?.attributes };
     injectContext(this.client.propagator, options?.context ?? activeContext(), attributes);
@@ -219,8 +262,9 @@ export class Producer<T extends Message> {
       throw new TypeError("publish option `time` is an invalid Date");
     }
     const seconds = Math.floor(ms / 1000);
-    return encodeEvent({
-      id: options?.id ?? uuidv7(),
+    const id = options?.id ?? uuidv7();
+    const bytes = encodeEvent({
+      id,
       source: this.source,
       type: this.binding.type,
       subject: options?.subject ?? "",
@@ -232,20 +276,27 @@ export class Producer<T extends Message> {
       key: options?.key ?? this.binding.key(value),
       data: this.binding.encode(value),
     });
+    return { id, bytes };
   }
 
-  private send(events: Uint8Array[]): Promise<Receipt[]> {
+  private send(events: Encoded[], timeoutMs: number | undefined): Promise<Receipt[]> {
     if (this.closing) {
       return Promise.reject(
         new HeraldError(`the producer for topic ${this.topic} is closed`, { grpcCode: Code.FailedPrecondition }),
       );
     }
+    if (timeoutMs !== undefined && !(Number.isFinite(timeoutMs) && timeoutMs > 0)) {
+      return Promise.reject(new RangeError(`publish option timeoutMs must be a positive number of milliseconds, not ${timeoutMs}`));
+    }
+    const timeout = timeoutMs ?? this.requestTimeoutMs;
     return new Promise<Receipt[]>((resolve, reject) => {
       const call: Call = {
-        events,
+        ids: events.map((e) => e.id),
+        events: events.map((e) => e.bytes),
         resolve,
         reject,
-        deadline: Date.now() + this.requestTimeoutMs,
+        timeoutMs: timeout,
+        deadline: Date.now() + timeout,
         settled: false,
       };
       this.startSweeper();
@@ -275,7 +326,11 @@ export class Producer<T extends Message> {
     }
   }
 
-  /** Admits waiting calls while there is room, and sends every batch that is due while the in-flight limit allows. */
+  /**
+   * Admits waiting calls while there is room, and sends every batch that is
+   * due while the in-flight limit allows (after a failure: once its backoff
+   * has passed).
+   */
   private pump(): void {
     for (;;) {
       while (this.waiting.length > 0 && this.queuedEvents < this.maxQueued) {
@@ -288,17 +343,48 @@ export class Producer<T extends Message> {
       ) {
         break;
       }
+      const wait = this.retryAt - Date.now();
+      if (wait > 0) {
+        // Backing off after a failure: try again then. A referenced timer,
+        // so a process waiting for a publish does not exit meanwhile.
+        this.retryTimer ??= setTimeout(() => {
+          this.retryTimer = undefined;
+          this.due = true;
+          this.pump();
+        }, wait);
+        break;
+      }
       this.sendBatch();
     }
     if (this.queue.length === 0 && this.waiting.length === 0) {
       this.due = false;
-      if (this.inFlight.size === 0) {
-        const waiters = this.idleWaiters;
-        this.idleWaiters = [];
-        for (const wake of waiters) {
-          wake();
-        }
+    }
+    this.wakeIdle();
+  }
+
+  /** Whether any call is still unanswered. */
+  private hasPending(): boolean {
+    const open = (call: Call) => !call.settled;
+    if (this.waiting.some(open) || this.queue.some(open)) {
+      return true;
+    }
+    for (const calls of this.inFlight.values()) {
+      if (calls.some(open)) {
+        return true;
       }
+    }
+    return false;
+  }
+
+  /** Resolves `flush` waiters once nothing is pending. */
+  private wakeIdle(): void {
+    if (this.idleWaiters.length === 0 || this.hasPending()) {
+      return;
+    }
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const wake of waiters) {
+      wake();
     }
   }
 
@@ -314,6 +400,9 @@ export class Producer<T extends Message> {
         break;
       }
       this.queuedEvents -= next.events.length;
+      if (!next.settled && next.deadline <= Date.now()) {
+        fail([next], this.timeoutError(next));
+      }
       if (next.settled) {
         continue; // timed out while queued
       }
@@ -340,6 +429,8 @@ export class Producer<T extends Message> {
     this.counters.events += events.length;
     const stream = this.openStream();
     this.inFlight.set(sequence, calls);
+    // When the stream is already ending the push is dropped; its end sends
+    // the request again (it is in flight).
     stream.requests.push({
       $typeName: "herald.sdk.internal.v1.PublishStreamRequestRaw",
       sequence: BigInt(sequence),
@@ -360,26 +451,92 @@ export class Producer<T extends Message> {
       let failure: HeraldError;
       try {
         for await (const response of responses) {
+          if (this.stream !== stream) {
+            break; // dropped after a failure: its requests went again
+          }
           this.answer(response);
         }
-        failure = new HeraldError("the server ended the publish stream", { grpcCode: Code.Unavailable });
+        failure = new HeraldError("the broker ended the publish stream", { grpcCode: Code.Unavailable });
       } catch (error) {
         failure = HeraldError.from(error);
       }
-      if (this.stream === stream) {
-        this.stream = undefined;
-      }
       requests.close();
-      // Every request in flight went on this stream (a new one opens only
-      // after this one is gone).
-      for (const calls of this.inFlight.values()) {
-        fail(calls, failure);
+      if (this.stream !== stream) {
+        return; // dropped (after a failure, or by close)
       }
-      this.inFlight.clear();
+      this.stream = undefined;
+      if (retryable(failure)) {
+        this.broken(failure, []);
+      } else {
+        // Every request in flight went on this stream (a new one opens only
+        // after this one is gone).
+        for (const calls of this.inFlight.values()) {
+          fail(calls, failure);
+        }
+        this.inFlight.clear();
+      }
       this.pump();
     })();
     this.stream = stream;
     return stream;
+  }
+
+  /**
+   * A failure that may pass (the stream or the connection broke, the broker
+   * is restarting): drops the stream, puts `first` and then every unanswered
+   * request's calls, in the order sent, ahead of what is queued, and waits
+   * the reconnect delay before sending again.
+   */
+  private broken(failure: HeraldError, first: Call[]): void {
+    const stream = this.stream;
+    this.stream = undefined;
+    if (stream !== undefined) {
+      stream.requests.close();
+      stream.abort.abort();
+    }
+    const again = [...first];
+    for (const calls of this.inFlight.values()) {
+      again.push(...calls);
+    }
+    this.inFlight.clear();
+    const live = again.filter((call) => !call.settled);
+    if (live.length > 0) {
+      this.counters.resends++;
+      this.queue.unshift(...live);
+      this.queuedEvents += live.reduce((n, c) => n + c.events.length, 0);
+      this.due = true;
+    }
+    this.lastFailure = failure;
+    const delay = reconnectDelay(this.client.reconnect, this.failures++);
+    this.retryAt = Date.now() + delay;
+    this.client.logger.debug(
+      `herald: the publish stream to ${this.topic} broke (${describeFailure(failure)}); ` +
+        `sending ${live.length} unanswered calls again in ${Math.round(delay)} ms`,
+    );
+  }
+
+  /** What a call gets when its deadline passes unanswered. */
+  private timeoutError(call: Call): HeraldError {
+    let message = `the broker did not confirm the publish within its timeout (${call.timeoutMs} ms)`;
+    const last = this.lastFailure;
+    if (last !== undefined) {
+      message += `; it has not been reachable (last failure: ${describeFailure(last)})`;
+    }
+    const [only] = call.ids;
+    if (call.ids.length === 1 && only !== undefined) {
+      message +=
+        `; event ${only} may or may not be stored: publishing it again with { id: ${JSON.stringify(only)} } ` +
+        "is safe (the broker drops duplicate ids)";
+    } else {
+      message +=
+        `; the ${call.ids.length} events may or may not be stored: publishing them again with the same ids ` +
+        "is safe (the broker drops duplicate ids)";
+    }
+    return new HeraldError(message, {
+      grpcCode: Code.DeadlineExceeded,
+      metadata: call.ids.length === 1 && only !== undefined ? { id: only } : { ids: call.ids.join(",") },
+      cause: last,
+    });
   }
 
   /** Splits a response back to the calls of its request. */
@@ -391,6 +548,16 @@ export class Producer<T extends Message> {
       return;
     }
     this.inFlight.delete(sequence);
+    if (response.error !== undefined && response.error.grpcCode === Code.Unavailable) {
+      // Refused for now (the broker is shutting down): nothing of it was
+      // stored; like a broken stream.
+      this.broken(HeraldError.fromDetail(response.error), calls);
+      this.pump();
+      return;
+    }
+    this.failures = 0;
+    this.retryAt = 0;
+    this.lastFailure = undefined;
     if (response.error !== undefined) {
       const error = HeraldError.fromDetail(response.error);
       const culprit = culpritOf(error, calls);
@@ -428,12 +595,7 @@ export class Producer<T extends Message> {
       let pending = 0;
       const check = (call: Call) => {
         if (!call.settled && call.deadline <= now) {
-          fail(
-            [call],
-            new HeraldError(`no answer within ${this.requestTimeoutMs} ms; the event may still have been stored`, {
-              grpcCode: Code.DeadlineExceeded,
-            }),
-          );
+          fail([call], this.timeoutError(call));
         }
         if (!call.settled) {
           pending++;
@@ -448,7 +610,8 @@ export class Producer<T extends Message> {
         clearInterval(this.sweeper);
         this.sweeper = undefined;
       }
-    }, 250);
+      this.wakeIdle();
+    }, 100);
     this.sweeper.unref();
   }
 }
@@ -471,6 +634,19 @@ function culpritOf(error: HeraldError, calls: Call[]): number | undefined {
     return index < end;
   });
   return found < 0 ? undefined : found;
+}
+
+/**
+ * Whether a broken stream's requests go again: a transport failure
+ * (connection refused, reset or lost, keepalive timeout, stream reset), or
+ * the broker saying "not now" (UNAVAILABLE: shutting down). A refusal by the
+ * broker (its ErrorDetail with another code) fails the calls.
+ */
+function retryable(error: HeraldError): boolean {
+  if (error.code !== ErrorCode.UNSPECIFIED) {
+    return error.grpcCode === Code.Unavailable;
+  }
+  return error.transient;
 }
 
 function fail(calls: Call[], error: HeraldError): void {

@@ -19,7 +19,8 @@ export function heraldBin(): string {
   return process.env["HERALD_BIN"] ?? join(repoRoot, "target/debug/herald");
 }
 
-async function freePort(): Promise<number> {
+/** A port nothing listens on (bound to port 0, then released). */
+export async function freePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
     const server = createServer();
     server.once("error", reject);
@@ -33,6 +34,8 @@ async function freePort(): Promise<number> {
 
 export interface HeraldOptions {
   autoCreateTopics?: boolean;
+  /** `--in-memory`: nothing survives a restart. */
+  inMemory?: boolean;
 }
 
 export class HeraldServer {
@@ -48,9 +51,26 @@ export class HeraldServer {
   }
 
   static async start(options: HeraldOptions = {}): Promise<HeraldServer> {
-    const server = new HeraldServer(await freePort(), mkdtempSync(join(tmpdir(), "herald-ts-")), options);
+    const server = await HeraldServer.prepare(options);
     await server.launch();
     return server;
+  }
+
+  /** A server with its port and data dir chosen, not started yet (`launch` starts it). */
+  static async prepare(options: HeraldOptions = {}): Promise<HeraldServer> {
+    return new HeraldServer(await freePort(), mkdtempSync(join(tmpdir(), "herald-ts-")), options);
+  }
+
+  /** The process id of the running server. */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  /** Sends `signal` (e.g. SIGSTOP, SIGCONT) to the running server. */
+  signal(signal: NodeJS.Signals): void {
+    if (this.child !== undefined && this.child.exitCode === null) {
+      this.child.kill(signal);
+    }
   }
 
   /** Starts the process and waits until it answers an Admin call. */
@@ -65,6 +85,7 @@ export class HeraldServer {
       String(this.options.autoCreateTopics ?? true),
       "--log-level",
       "warn",
+      ...(this.options.inMemory === true ? ["--in-memory", "true"] : []),
     ];
     const child = spawn(heraldBin(), args, { stdio: ["ignore", "ignore", "inherit"] });
     this.child = child;
