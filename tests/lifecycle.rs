@@ -368,17 +368,12 @@ fn bench_topics_reports_what_idle_topics_cost() {
     // A hard open-file limit of 256 (inherited by the server the bench
     // starts): 300 idle topics fit only if partitions do not each hold a
     // descriptor, and they must not each hold a thread either.
-    let output = std::process::Command::new("prlimit")
+    let mut command = std::process::Command::new("prlimit");
+    command
         .arg("--nofile=256:256")
         .arg(herald_bin())
-        .args(["bench", "topics", "--topics", "300", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .args(["bench", "topics", "--topics", "300", "--json"]);
+    let output = run_to_success(&mut command);
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["topics"], 300, "{report}");
     let files = report["idle_open_files"].as_u64().unwrap();
@@ -386,4 +381,37 @@ fn bench_topics_reports_what_idle_topics_cost() {
     let threads = report["idle_threads"].as_u64().unwrap();
     assert!(threads > 0 && threads <= 64, "{report}");
     assert!(report["restart_ms"].as_f64().unwrap() > 0.0, "{report}");
+}
+
+#[tokio::test]
+async fn bench_publish_takes_host_port_and_deletes_the_topic_it_created() {
+    let (server, _dir) = Herald::start(&[]);
+    let endpoint = server.addr.trim_start_matches("http://").to_owned();
+    let mut command = std::process::Command::new(herald_bin());
+    command
+        .args(["bench", "publish", "--endpoint", &endpoint])
+        .args(["--duration", "1s", "--create-topic-fsync", "none", "--json"]);
+    run_to_success(&mut command);
+    let mut admin = herald::v1::admin_client::AdminClient::connect(format!("http://{endpoint}"))
+        .await
+        .unwrap();
+    let topics = admin
+        .list_topics(herald::v1::ListTopicsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .topics;
+    assert!(topics.is_empty(), "left behind: {topics:?}");
+}
+
+/// Runs `command` to completion, failing the test with its stderr unless it
+/// exits successfully.
+fn run_to_success(command: &mut std::process::Command) -> std::process::Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }

@@ -47,9 +47,10 @@ impl LoadOptions {
     }
 }
 
-/// Opens one HTTP/2 connection, tuned like the server (no Nagle, large windows).
+/// Opens one HTTP/2 connection, tuned like the server (no Nagle, large
+/// windows), to `host:port` or `http(s)://host:port`.
 pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
-    let channel = Endpoint::from_shared(endpoint.to_owned())?
+    let channel = Endpoint::from_shared(herald::endpoint::uri(endpoint))?
         .tcp_nodelay(true)
         .initial_stream_window_size(4 * 1024 * 1024)
         .initial_connection_window_size(16 * 1024 * 1024)
