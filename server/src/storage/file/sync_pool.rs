@@ -303,7 +303,7 @@ mod tests {
         let pool = SyncPool::start(2).unwrap();
         let jobs: Vec<_> = (0..200).map(|_| Counter::new(3)).collect();
         for job in &jobs {
-            pool.wake(&job);
+            pool.wake(job);
         }
         for job in &jobs {
             wait_for("every job's rounds", || !job.queued.load(Ordering::SeqCst));
