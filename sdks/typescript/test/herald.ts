@@ -9,7 +9,8 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { HeraldClient } from "@herald/sdk";
+import assert from "node:assert/strict";
+import { HeraldClient, HeraldError } from "@herald/sdk";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 /** sdks/typescript/dist/test -> repo root */
@@ -136,4 +137,15 @@ export class HeraldServer {
     await this.kill();
     rmSync(this.dataDir, { recursive: true, force: true });
   }
+}
+
+/** Awaits `promise`, which must fail with a HeraldError, and returns it. */
+export async function catchError(promise: Promise<unknown>): Promise<HeraldError> {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(error instanceof HeraldError, `expected a HeraldError, got ${String(error)}`);
+    return error;
+  }
+  assert.fail("the call succeeded");
 }

@@ -16,7 +16,7 @@ import {
   newUserSignedUpProducer,
   subscribeUserSignedUp,
 } from "../gen/acme/signup/v1/signup_herald.js";
-import { HeraldServer, freePort } from "./herald.js";
+import { HeraldServer, catchError, freePort } from "./herald.js";
 
 const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 const fastReconnect = { initialMs: 50, maxMs: 500 };
@@ -243,16 +243,6 @@ MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgMZhrs0mPd7zfnEUK
 buCzcNUiFmHLfK5Iwyv5YX7i/eShRANCAASS2lLThkQou+mJ4TLYvLqa4p/c8C5a
 pXBqEZZCPs4ofMzIKWcDQOXt8o2hbm4LHRLUaeq6fJjTeyZf/jjZWWo7
 -----END PRIVATE KEY-----`;
-
-async function catchError(promise: Promise<unknown>): Promise<HeraldError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(error instanceof HeraldError, `expected a HeraldError, got ${String(error)}`);
-    return error;
-  }
-  assert.fail("the call succeeded");
-}
 
 describe("producer across failures", () => {
   test("connections cut under concurrent publishers: every publish succeeds once, unanswered ones are resent as duplicates", async () => {

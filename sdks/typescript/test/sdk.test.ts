@@ -23,7 +23,7 @@ import {
 } from "@herald/sdk";
 import { UserSignedUpSchema, type UserSignedUp } from "../gen/acme/signup/v1/signup_pb.js";
 import { UserSignedUpEvent, newUserSignedUpProducer, subscribeUserSignedUp } from "../gen/acme/signup/v1/signup_herald.js";
-import { HeraldServer } from "./herald.js";
+import { HeraldServer, catchError } from "./herald.js";
 import { EventSchema } from "../src/gen/herald/v1/event_pb.js";
 import { fromBinary } from "@bufbuild/protobuf";
 import { decodeDelivered, encodeEvent } from "../src/wire.js";
@@ -76,16 +76,6 @@ function runInBackground(
       await done;
     },
   };
-}
-
-async function catchError(promise: Promise<unknown>): Promise<HeraldError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(error instanceof HeraldError, `expected a HeraldError, got ${String(error)}`);
-    return error;
-  }
-  assert.fail("the call succeeded");
 }
 
 before(async () => {

@@ -278,10 +278,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             print(&report, &args.load.output)
         }
         BenchCommand::Startup(args) => {
-            let exe = match args.herald_bin {
-                Some(exe) => exe,
-                None => std::env::current_exe()?,
-            };
+            let exe = herald_exe(args.herald_bin)?;
             let report = super::startup::run(StartupOptions {
                 exe,
                 parent_dir: args.data_dir,
@@ -293,10 +290,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             print(&report, &args.output)
         }
         BenchCommand::Topics(args) => {
-            let exe = match args.herald_bin {
-                Some(exe) => exe,
-                None => std::env::current_exe()?,
-            };
+            let exe = herald_exe(args.herald_bin)?;
             let report = super::topics::run(super::topics::TopicsOptions {
                 exe,
                 parent_dir: args.data_dir,
@@ -308,4 +302,9 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             print(&report, &args.output)
         }
     }
+}
+
+/// The `herald` binary a bench starts: the one given, else this one.
+fn herald_exe(given: Option<std::path::PathBuf>) -> std::io::Result<std::path::PathBuf> {
+    given.map_or_else(std::env::current_exe, Ok)
 }

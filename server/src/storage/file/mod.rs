@@ -273,7 +273,8 @@ impl FileStorage {
     }
 
     /// Segment files open now (in the cache) and the most it keeps open.
-    pub fn open_segment_files(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn open_segment_files(&self) -> (usize, usize) {
         (self.io.files.open_count(), self.io.files.capacity())
     }
 }
