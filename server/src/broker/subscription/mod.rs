@@ -5,6 +5,7 @@
 
 pub mod ack_set;
 pub mod dispatch;
+pub mod registry;
 mod task;
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{BrokerError, Result};
+use crate::broker::error::{BrokerError, Result};
 use crate::storage::{FsyncPolicy, LogConfig, Retention, system_clock};
 
 /// Longest topic (and subscription) name.

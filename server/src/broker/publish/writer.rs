@@ -12,6 +12,8 @@ use crate::storage::{Appended, NewRecord, PartitionLog, StorageError};
 
 /// Appends queued per partition before a publisher waits for room.
 pub const QUEUE_DEPTH: usize = 1024;
+/// Most payload bytes the partition writer merges into one storage batch.
+pub const MAX_GROUP_BYTES: usize = 4 * 1024 * 1024;
 
 /// What the writer answers for one job: one [`Appended`] per record, or the
 /// storage failure (shared by every job of the failed group).
@@ -32,7 +34,7 @@ pub struct AppendJob {
 
 /// Where a writer reports whether its appends succeed.
 pub struct HealthReport {
-    pub health: super::storage_health::StorageHealth,
+    pub health: crate::broker::storage_health::StorageHealth,
     pub topic: String,
     pub partition: u32,
 }
@@ -175,7 +177,7 @@ mod tests {
             replies.push(reply);
         }
         drop(tx);
-        let health = super::super::storage_health::StorageHealth::default();
+        let health = crate::broker::storage_health::StorageHealth::default();
         let report = HealthReport {
             health: health.clone(),
             topic: "t".into(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use herald::v1::Event;
 use tokio_util::sync::CancellationToken;
 
-use super::{Broker, BrokerConfig, BrokerError, TopicSettingsPatch};
+use crate::broker::{Broker, BrokerConfig, BrokerError, TopicSettingsPatch};
 use crate::storage::file::FileStorage;
 
 fn event(i: usize) -> Event {

@@ -8,14 +8,14 @@ use std::time::Duration;
 use parking_lot::MutexGuard;
 use tokio::sync::{mpsc, oneshot};
 
-use super::subscription::dispatch::Dispatcher;
-use super::subscription::{
+use super::dispatch::Dispatcher;
+use super::{
     AckSet, AttachOptions, Command, Consumer, CursorRecord, MAX_ACK_DEADLINE, SubscriptionHandle,
     SubscriptionInfo, SubscriptionMeta, SubscriptionSettings, SubscriptionSpec, SubscriptionStats,
     SubscriptionTask,
 };
-use super::topic::{validate_subscription_name, validate_topic_name};
-use super::{AdminState, Broker, BrokerError, Position, Result, Topic};
+use crate::broker::topic::{AdminState, validate_subscription_name, validate_topic_name};
+use crate::broker::{Broker, BrokerError, Position, Result, Topic};
 use crate::storage::system_clock;
 
 /// Default time to ack a delivery.
@@ -99,7 +99,7 @@ impl Broker {
     /// After `subscription` of `topic` was deleted: deletes its dead-letter
     /// topic if Herald made it (default name) and nothing would be lost
     /// (no events stored, no subscriptions); returns it when kept.
-    pub(super) async fn retire_dead_letter_topic(
+    pub(in crate::broker) async fn retire_dead_letter_topic(
         &self,
         topic: &str,
         subscription: &str,
@@ -343,7 +343,7 @@ impl Broker {
     }
 
     /// Starts the subscriptions stored for a topic (at open).
-    pub(super) fn start_stored_subscriptions(
+    pub(in crate::broker) fn start_stored_subscriptions(
         &self,
         topic: &str,
         handle: &Arc<Topic>,
@@ -452,7 +452,7 @@ impl Broker {
 
 /// Stops a subscription's task without a final cursor write (it is being
 /// deleted) and waits for it to end.
-pub(super) async fn stop_subscription(handle: &SubscriptionHandle) {
+pub(in crate::broker) async fn stop_subscription(handle: &SubscriptionHandle) {
     handle.deleting.store(true, Ordering::Release);
     handle.stop.cancel();
     let done = handle.done.lock().take();
@@ -463,7 +463,7 @@ pub(super) async fn stop_subscription(handle: &SubscriptionHandle) {
 
 /// The lowest persisted mark-delete of any subscription on `partition`:
 /// retention keeps every segment at or after it.
-pub(super) fn retention_floor(topic: &Topic, partition: usize) -> Option<u64> {
+pub(in crate::broker) fn retention_floor(topic: &Topic, partition: usize) -> Option<u64> {
     topic
         .subscriptions
         .lock()
