@@ -104,7 +104,7 @@ async fn write_fixture() {
         .into_iter()
         .filter(|e| {
             let n: u32 = e.event.as_ref().unwrap().id[1..].parse().unwrap();
-            n % 2 == 0
+            n.is_multiple_of(2)
         })
         .collect();
     consumer.ack(handles(&even)).await;

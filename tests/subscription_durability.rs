@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::consumer::{AttachSpec, TestConsumer, handles};
 use common::{Herald, event};
+use herald::v1::subscribe_response::Response as ServerMessage;
 use herald::v1::*;
 
 const QUIET: Duration = Duration::from_millis(500);
@@ -126,4 +127,118 @@ async fn seek_replays_from_an_offset_and_from_earliest() {
     admin.seek(seek_earliest).await.unwrap();
     assert_eq!(consumer.events(10, Duration::from_secs(5)).await.len(), 10);
     consumer.close().await;
+}
+
+/// The first segment file of `topic`'s partition 0.
+fn first_segment(data_dir: &std::path::Path, topic: &str) -> std::path::PathBuf {
+    data_dir
+        .join("topics")
+        .join(topic)
+        .join("0")
+        .join("00000000000000000000.log")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_failing_mid_stream_closes_consumers_with_its_code_then_resumes() {
+    use herald::StatusExt;
+    let (server, dir) = Herald::start(&[]);
+    let client = server.client().await;
+    let spec = AttachSpec::new("fragile", "s", SubscriptionType::Shared, "c");
+    let mut consumer = TestConsumer::attach(&server.endpoint(), &spec).await;
+    client
+        .publish(
+            "fragile",
+            (0..3).map(|i| event(&format!("f{i}"), 20)).collect(),
+        )
+        .await
+        .unwrap();
+    let got = consumer.events(3, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 3);
+
+    // The segment loses its bytes under the running server; a redelivery
+    // has to read the log again and fails.
+    let segment = first_segment(dir.path(), "fragile");
+    let original = std::fs::read(&segment).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    consumer
+        .nack(handles(&got[..1]), Some(Duration::ZERO), "retry")
+        .await;
+    let status = loop {
+        match consumer.next(Duration::from_secs(5)).await {
+            Some(Ok(_)) => continue,
+            Some(Err(status)) => break status,
+            None => panic!("the consumer was not told that storage failed"),
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    assert_eq!(
+        status.herald_code(),
+        ErrorCode::StorageFailure,
+        "{status:?}"
+    );
+    assert!(
+        status.message().contains("fragile") && status.message().contains("corrupt"),
+        "the message names the topic and what failed: {}",
+        status.message()
+    );
+
+    // The server stays up and answers other calls.
+    client
+        .admin()
+        .get_topic(GetTopicRequest {
+            name: "fragile".into(),
+        })
+        .await
+        .unwrap();
+
+    // Storage recovers: a consumer that reconnects gets every unacked event.
+    {
+        use std::os::unix::fs::FileExt;
+        std::fs::File::options()
+            .write(true)
+            .open(&segment)
+            .unwrap()
+            .write_all_at(&original, 0)
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        let mut consumer = TestConsumer::attach(&server.endpoint(), &spec).await;
+        let mut received = Vec::new();
+        let mut failed = false;
+        while received.len() < 3 {
+            match consumer.next(Duration::from_secs(1)).await {
+                Some(Ok(ServerMessage::Events(batch))) => received.extend(batch.events),
+                Some(Ok(_)) => {}
+                Some(Err(_)) => {
+                    failed = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        if !failed && received.len() == 3 {
+            consumer.ack(handles(&received)).await;
+            consumer.close().await;
+            break received;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscription did not resume after storage recovered"
+        );
+    };
+    let expected: BTreeSet<String> = (0..3).map(|i| format!("f{i}")).collect();
+    assert_eq!(ids(&again), expected);
+    assert!(
+        server
+            .logs()
+            .contains("subscription paused: storage failed"),
+        "{}",
+        server.logs()
+    );
 }

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::ApiContext;
 use super::convert::{self, settings_patch};
-use super::status::{invalid_request, to_status};
+use super::status::{invalid_request, task_failed};
 use crate::broker::Position;
 
 /// The Admin service.
@@ -28,15 +28,14 @@ impl Admin for AdminService {
         request: Request<CreateTopicRequest>,
     ) -> Result<Response<Topic>, Status> {
         let request = request.into_inner();
-        let patch = settings_patch(request.config.as_ref()).map_err(|e| to_status(&e))?;
+        let patch = settings_patch(request.config.as_ref())?;
         // Creating waits on fsyncs: off the async workers, so creates of
         // different topics overlap and publishes keep flowing meanwhile.
         let broker = self.ctx.broker.clone();
         let name = request.name;
         let info = tokio::task::spawn_blocking(move || broker.create_topic(&name, &patch))
             .await
-            .map_err(|e| Status::internal(format!("creating the topic failed: {e}")))?
-            .map_err(|e| to_status(&e))?;
+            .map_err(|e| task_failed("creating the topic", e))??;
         tracing::info!(topic = %info.name, partitions = info.settings.partitions, "topic created");
         Ok(Response::new(convert::topic(&info)))
     }
@@ -45,11 +44,7 @@ impl Admin for AdminService {
         &self,
         request: Request<GetTopicRequest>,
     ) -> Result<Response<Topic>, Status> {
-        let info = self
-            .ctx
-            .broker
-            .get_topic(&request.into_inner().name)
-            .map_err(|e| to_status(&e))?;
+        let info = self.ctx.broker.get_topic(&request.into_inner().name)?;
         Ok(Response::new(convert::topic(&info)))
     }
 
@@ -72,12 +67,8 @@ impl Admin for AdminService {
         request: Request<UpdateTopicRequest>,
     ) -> Result<Response<Topic>, Status> {
         let request = request.into_inner();
-        let patch = settings_patch(request.config.as_ref()).map_err(|e| to_status(&e))?;
-        let info = self
-            .ctx
-            .broker
-            .update_topic(&request.name, &patch)
-            .map_err(|e| to_status(&e))?;
+        let patch = settings_patch(request.config.as_ref())?;
+        let info = self.ctx.broker.update_topic(&request.name, &patch)?;
         tracing::info!(topic = %info.name, "topic updated");
         Ok(Response::new(convert::topic(&info)))
     }
@@ -87,12 +78,7 @@ impl Admin for AdminService {
         request: Request<DeleteTopicRequest>,
     ) -> Result<Response<DeleteTopicResponse>, Status> {
         let name = request.into_inner().name;
-        let kept_dead_letter_topics = self
-            .ctx
-            .broker
-            .delete_topic(&name)
-            .await
-            .map_err(|e| to_status(&e))?;
+        let kept_dead_letter_topics = self.ctx.broker.delete_topic(&name).await?;
         tracing::info!(topic = %name, "topic deleted");
         Ok(Response::new(DeleteTopicResponse {
             kept_dead_letter_topics,
@@ -103,11 +89,7 @@ impl Admin for AdminService {
         &self,
         request: Request<GetTopicStatsRequest>,
     ) -> Result<Response<TopicStats>, Status> {
-        let stats = self
-            .ctx
-            .broker
-            .topic_stats(&request.into_inner().name)
-            .map_err(|e| to_status(&e))?;
+        let stats = self.ctx.broker.topic_stats(&request.into_inner().name)?;
         Ok(Response::new(convert::topic_stats(&stats)))
     }
 
@@ -122,13 +104,11 @@ impl Admin for AdminService {
             Position::Latest,
             r.ack_deadline.as_ref(),
             r.redelivery.as_ref(),
-        )
-        .map_err(|e| to_status(&e))?;
+        )?;
         let info = self
             .ctx
             .broker
-            .create_subscription(&r.topic, &r.name, &spec)
-            .map_err(|e| to_status(&e))?;
+            .create_subscription(&r.topic, &r.name, &spec)?;
         Ok(Response::new(convert::subscription(&info)))
     }
 
@@ -137,11 +117,7 @@ impl Admin for AdminService {
         request: Request<GetSubscriptionRequest>,
     ) -> Result<Response<Subscription>, Status> {
         let r = request.into_inner();
-        let info = self
-            .ctx
-            .broker
-            .get_subscription(&r.topic, &r.name)
-            .map_err(|e| to_status(&e))?;
+        let info = self.ctx.broker.get_subscription(&r.topic, &r.name)?;
         Ok(Response::new(convert::subscription(&info)))
     }
 
@@ -152,8 +128,7 @@ impl Admin for AdminService {
         let subscriptions = self
             .ctx
             .broker
-            .list_subscriptions(&request.into_inner().topic)
-            .map_err(|e| to_status(&e))?
+            .list_subscriptions(&request.into_inner().topic)?
             .iter()
             .map(convert::subscription)
             .collect();
@@ -169,8 +144,7 @@ impl Admin for AdminService {
             .ctx
             .broker
             .delete_subscription(&r.topic, &r.name, r.force)
-            .await
-            .map_err(|e| to_status(&e))?;
+            .await?;
         Ok(Response::new(DeleteSubscriptionResponse {
             kept_dead_letter_topics,
         }))
@@ -185,8 +159,7 @@ impl Admin for AdminService {
             .ctx
             .broker
             .subscription_stats(&r.topic, &r.name)
-            .await
-            .map_err(|e| to_status(&e))?;
+            .await?;
         Ok(Response::new(convert::subscription_stats(
             &r.topic, &r.name, &stats,
         )))
@@ -211,11 +184,7 @@ impl Admin for AdminService {
                 )));
             }
         };
-        self.ctx
-            .broker
-            .seek(&r.topic, name, position)
-            .await
-            .map_err(|e| to_status(&e))?;
+        self.ctx.broker.seek(&r.topic, name, position).await?;
         Ok(Response::new(SeekResponse {}))
     }
 }

@@ -5,26 +5,14 @@
 //! and INVALID_ARGUMENT with `ERROR_CODE_INVALID_REQUEST`, each with a
 //! message that says what to do.
 
-use herald::v1::ErrorCode;
-use herald::{error_detail, status_with_detail};
 use tonic::Code;
+
+use super::status;
 use tonic::codegen::http;
 
 /// The phrase tonic's decoder uses for an oversize message (checked by the
 /// `request_over_the_max_message_size_is_resource_exhausted` e2e test).
 const TONIC_TOO_LARGE: &str = "message length too large";
-
-/// The status for an oversize request, given tonic's original message.
-pub fn request_too_large(original: &str, max_request_bytes: usize) -> tonic::Status {
-    status_with_detail(&error_detail(
-        Code::ResourceExhausted,
-        ErrorCode::RequestTooLarge,
-        format!(
-            "request too large ({original}); this server accepts requests up to {max_request_bytes} bytes: send smaller batches or raise the server's --max-request-bytes"
-        ),
-        [("limit".to_owned(), max_request_bytes.to_string())],
-    ))
-}
 
 /// True when `status` is tonic's oversize-message refusal.
 pub fn is_tonic_too_large(status: &tonic::Status) -> bool {
@@ -41,26 +29,13 @@ pub fn is_tonic_undecodable(status: &tonic::Status) -> bool {
     status.code() == Code::Internal && status.message().starts_with(TONIC_UNDECODABLE)
 }
 
-/// The status for a request that does not decode, given tonic's message.
-pub fn undecodable_request(original: &str) -> tonic::Status {
-    tracing::debug!(error = %original, "refused an undecodable request");
-    status_with_detail(&error_detail(
-        Code::InvalidArgument,
-        ErrorCode::InvalidRequest,
-        format!(
-            "the request is not a valid Herald message ({original}); build the client from Herald's .proto files (proto/herald/v1, also served by gRPC reflection)"
-        ),
-        [],
-    ))
-}
-
 /// Herald's status for one of tonic's refusals of an inbound message, or
 /// `status` itself when it is none (e.g. the client reset the stream).
 pub fn inbound_refusal(status: tonic::Status, max_request_bytes: usize) -> tonic::Status {
     if is_tonic_too_large(&status) {
-        request_too_large(status.message(), max_request_bytes)
+        status::request_too_large(status.message(), max_request_bytes)
     } else if is_tonic_undecodable(&status) {
-        undecodable_request(status.message())
+        status::undecodable_request(status.message())
     } else {
         status
     }

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::publish_results;
 use super::publisher_service::publisher_server::Publisher;
-use super::status::{to_detail, to_status};
+use super::status::to_detail;
 use super::wire::{PublishStreamFrame, PublishStreamReply};
 use super::{ApiContext, limits};
 use crate::broker::{BrokerError, EncodedEvent};
@@ -41,12 +41,7 @@ impl Publisher for PublisherService {
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
         let PublishRequest { topic, events } = request.into_inner();
-        let receipts = self
-            .ctx
-            .broker
-            .publish(&topic, events)
-            .await
-            .map_err(|e| to_status(&e))?;
+        let receipts = self.ctx.broker.publish(&topic, events).await?;
         Ok(Response::new(PublishResponse {
             results: publish_results(receipts),
         }))
@@ -129,7 +124,7 @@ async fn drive_publish_stream(
     }
     if shutting_down {
         let _ = tx
-            .send(Err(to_status(&crate::broker::BrokerError::ShuttingDown)))
+            .send(Err(Status::from(crate::broker::BrokerError::ShuttingDown)))
             .await;
     }
 }

@@ -5,12 +5,21 @@ use herald::v1::{ErrorCode, ErrorDetail};
 use herald::{error_detail, status_with_detail};
 use tonic::Code;
 
+use super::wire::SubscribeReply;
+use super::wire::subscribe_reply::Response as ServerMessage;
 use crate::broker::BrokerError;
 use crate::storage::StorageError;
 
 /// The status for a broker error.
 pub fn to_status(error: &BrokerError) -> tonic::Status {
     status_with_detail(&to_detail(error))
+}
+
+/// So handlers answer a broker error with `?`.
+impl From<BrokerError> for tonic::Status {
+    fn from(error: BrokerError) -> Self {
+        to_status(&error)
+    }
 }
 
 /// The error detail for a broker error (also sent inline on streams).
@@ -188,9 +197,11 @@ pub fn to_detail(error: &BrokerError) -> ErrorDetail {
         BrokerError::SubscriptionClosed => {
             (Code::Unavailable, ErrorCode::SubscriptionClosed, vec![])
         }
-        BrokerError::SubscriptionFailed { .. } => {
-            (Code::Internal, ErrorCode::StorageFailure, vec![])
-        }
+        BrokerError::CorruptMetadata { what, .. } => (
+            Code::DataLoss,
+            ErrorCode::StorageFailure,
+            vec![("record", what.clone())],
+        ),
         BrokerError::Storage {
             topic, partition, ..
         } => {
@@ -254,6 +265,58 @@ pub fn invalid_request(message: impl Into<String>) -> tonic::Status {
         message,
         [],
     ))
+}
+
+/// The status for an oversize request, given tonic's original message.
+pub fn request_too_large(original: &str, max_request_bytes: usize) -> tonic::Status {
+    status_with_detail(&error_detail(
+        Code::ResourceExhausted,
+        ErrorCode::RequestTooLarge,
+        format!(
+            "request too large ({original}); this server accepts requests up to {max_request_bytes} bytes: send smaller batches or raise the server's --max-request-bytes"
+        ),
+        [("limit".to_owned(), max_request_bytes.to_string())],
+    ))
+}
+
+/// The status for a request that does not decode, given tonic's message.
+pub fn undecodable_request(original: &str) -> tonic::Status {
+    tracing::debug!(error = %original, "refused an undecodable request");
+    status_with_detail(&error_detail(
+        Code::InvalidArgument,
+        ErrorCode::InvalidRequest,
+        format!(
+            "the request is not a valid Herald message ({original}); build the client from Herald's .proto files (proto/herald/v1, also served by gRPC reflection)"
+        ),
+        [],
+    ))
+}
+
+/// A malformed stream (wrong first message, second attach): the stream ends.
+pub fn protocol_violation(message: &str) -> tonic::Status {
+    status_with_detail(&error_detail(
+        Code::InvalidArgument,
+        ErrorCode::ProtocolViolation,
+        message,
+        [],
+    ))
+}
+
+/// A bad request that does not end the stream, answered inline.
+pub fn inline_error(code: ErrorCode, message: &str) -> SubscribeReply {
+    SubscribeReply {
+        response: Some(ServerMessage::Error(error_detail(
+            Code::InvalidArgument,
+            code,
+            message,
+            [],
+        ))),
+    }
+}
+
+/// A broker task the handler waited on panicked or was cancelled.
+pub fn task_failed(what: &str, error: tokio::task::JoinError) -> tonic::Status {
+    tonic::Status::internal(format!("{what} failed: {error}"))
 }
 
 #[cfg(test)]

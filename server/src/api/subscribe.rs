@@ -9,14 +9,13 @@ use herald::v1::subscribe_request::Request as ClientMessage;
 use herald::v1::{
     AckResult, ActiveStatus, Attach, Attached, ErrorCode, FlowStatus, SubscribeRequest, flow_status,
 };
-use herald::{error_detail, status_with_detail};
 use tokio::sync::mpsc;
-use tonic::{Code, Status, Streaming};
+use tonic::{Status, Streaming};
 
 use super::ApiContext;
 use super::convert::{delivered_event, subscription_kind_to_proto, subscription_spec};
 use super::limits;
-use super::status::to_status;
+use super::status::{inline_error, invalid_request, protocol_violation};
 use super::subscriber::chunks;
 use super::wire::subscribe_reply::Response as ServerMessage;
 use super::wire::{SubscribeReply as SubscribeResponse, WireEventBatch as EventBatch};
@@ -24,28 +23,6 @@ use crate::broker::subscription::{AttachOptions, Consumer, ConsumerEvent, HeldRe
 use crate::broker::{BrokerError, Position};
 
 type Outbound = mpsc::Sender<Result<SubscribeResponse, Status>>;
-
-/// A malformed stream (wrong first message, second attach): the stream ends.
-fn protocol_violation(message: &str) -> Status {
-    status_with_detail(&error_detail(
-        Code::InvalidArgument,
-        ErrorCode::ProtocolViolation,
-        message,
-        [],
-    ))
-}
-
-/// A bad request that does not end the stream, answered inline.
-fn inline_error(code: ErrorCode, message: &str) -> SubscribeResponse {
-    SubscribeResponse {
-        response: Some(ServerMessage::Error(error_detail(
-            Code::InvalidArgument,
-            code,
-            message,
-            [],
-        ))),
-    }
-}
 
 fn response(message: ServerMessage) -> Result<SubscribeResponse, Status> {
     Ok(SubscribeResponse {
@@ -62,7 +39,7 @@ pub(super) async fn drive_subscribe(
     let first = tokio::select! {
         first = inbound.message() => first,
         _ = ctx.shutdown.cancelled() => {
-            let _ = tx.send(Err(to_status(&BrokerError::ShuttingDown))).await;
+            let _ = tx.send(Err(Status::from(BrokerError::ShuttingDown))).await;
             return;
         }
     };
@@ -108,7 +85,7 @@ pub(super) async fn drive_subscribe(
         tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => {
-                let _ = tx.send(Err(to_status(&BrokerError::ShuttingDown))).await;
+                let _ = tx.send(Err(Status::from(BrokerError::ShuttingDown))).await;
                 return;
             }
             message = inbound.message() => match message {
@@ -158,12 +135,7 @@ async fn refuse_inbound(ctx: &ApiContext, status: Status, tx: &Outbound) {
 
 async fn attach_consumer(ctx: &ApiContext, attach: &Attach) -> Result<Consumer, Status> {
     if attach.topic.is_empty() {
-        return Err(status_with_detail(&error_detail(
-            Code::InvalidArgument,
-            ErrorCode::InvalidRequest,
-            "Attach needs a topic",
-            [],
-        )));
+        return Err(invalid_request("Attach needs a topic"));
     }
     let spec = subscription_spec(
         attach.r#type,
@@ -171,8 +143,7 @@ async fn attach_consumer(ctx: &ApiContext, attach: &Attach) -> Result<Consumer, 
         Position::Latest,
         attach.ack_deadline.as_ref(),
         attach.redelivery.as_ref(),
-    )
-    .map_err(|e| to_status(&e))?;
+    )?;
     let options = AttachOptions {
         consumer_name: attach.consumer_name.clone(),
         priority: attach.priority,
@@ -181,7 +152,7 @@ async fn attach_consumer(ctx: &ApiContext, attach: &Attach) -> Result<Consumer, 
     ctx.broker
         .attach(&attach.topic, &attach.subscription, &spec, options)
         .await
-        .map_err(|e| to_status(&e))
+        .map_err(Status::from)
 }
 
 fn duration(d: Option<&prost_types::Duration>) -> Option<Duration> {
@@ -194,7 +165,7 @@ async fn handle_request(
     request: SubscribeRequest,
     tx: &Outbound,
 ) -> Result<(), Status> {
-    let closed = |e: BrokerError| to_status(&e);
+    let closed = Status::from;
     match request.request {
         Some(ClientMessage::Ack(ack)) => consumer
             .ack(ack.ack_handles, ack.cumulative)
@@ -290,6 +261,6 @@ fn deliver(
                 stale_handles: stale,
             }))]
         }
-        ConsumerEvent::Closed(error) => return Err(to_status(&error)),
+        ConsumerEvent::Closed(error) => return Err(error.into()),
     })
 }

@@ -12,7 +12,6 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::ApiContext;
 use super::convert::{delivered_event, position};
-use super::status::to_status;
 use super::subscriber_service::subscriber_server::Subscriber;
 use super::wire::{ReadReply as ReadResponse, SubscribeReply as SubscribeResponse, WireDelivered};
 use crate::broker::reader::{ReadOptions, Reader};
@@ -56,11 +55,7 @@ impl Subscriber for SubscriberService {
             follow: request.follow,
             max_events: request.max_events,
         };
-        let reader = self
-            .ctx
-            .broker
-            .read(&request.topic, options)
-            .map_err(|e| to_status(&e))?;
+        let reader = self.ctx.broker.read(&request.topic, options)?;
         let (tx, rx) = mpsc::channel(READ_BUFFER);
         let ctx = self.ctx.clone();
         let open = self.ctx.open.stream(StreamKind::Read);
@@ -102,7 +97,7 @@ async fn drive_read(
     let end = loop {
         let batch = tokio::select! {
             biased;
-            _ = ctx.shutdown.cancelled() => break Some(to_status(&BrokerError::ShuttingDown)),
+            _ = ctx.shutdown.cancelled() => break Some(Status::from(BrokerError::ShuttingDown)),
             // A follower may wait a long time for events; stop as soon as
             // nobody is listening.
             _ = tx.closed() => return,
@@ -110,14 +105,14 @@ async fn drive_read(
         };
         let (partition, records) = match batch {
             None => break None,
-            Some(Err(error)) => break Some(to_status(&error)),
+            Some(Err(error)) => break Some(error.into()),
             Some(Ok(batch)) => batch,
         };
         for response in responses(&topic_bytes, partition, &records, max_response_bytes) {
             tokio::select! {
                 biased;
                 _ = ctx.shutdown.cancelled() => {
-                    let _ = tx.send(Err(to_status(&BrokerError::ShuttingDown))).await;
+                    let _ = tx.send(Err(Status::from(BrokerError::ShuttingDown))).await;
                     return;
                 }
                 sent = tx.send(Ok(response)) => if sent.is_err() {

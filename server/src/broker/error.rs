@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use crate::storage::StorageError;
 
-/// Why a broker operation failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a broker operation failed. Cloneable (sources sit behind `Arc`) so
+/// one failure can be told to every consumer of a subscription without
+/// losing its kind.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     #[error(
         "invalid topic name {name:?}: {reason}; use 1-249 characters of letters, digits, '.', '_' or '-'"
@@ -129,9 +131,6 @@ pub enum BrokerError {
     #[error("the subscription was closed (deleted, or its topic was deleted)")]
     SubscriptionClosed,
 
-    #[error("the subscription stopped: {reason}")]
-    SubscriptionFailed { reason: String },
-
     #[error("storage of topic {topic:?} partition {partition} failed: {source}")]
     Storage {
         topic: String,
@@ -143,8 +142,13 @@ pub enum BrokerError {
     #[error("storage failed: {source}")]
     Metadata {
         #[source]
-        source: StorageError,
+        source: Arc<StorageError>,
     },
+
+    #[error(
+        "stored {what} is unreadable: {reason}; the data directory is damaged or was written by a newer Herald: restore it from a backup or run the release that wrote it"
+    )]
+    CorruptMetadata { what: String, reason: String },
 }
 
 /// An event's id for a message: `id "e1"`, or `no id` when the producer
@@ -171,6 +175,13 @@ impl BrokerError {
                 partition,
                 source: Arc::new(source),
             },
+        }
+    }
+
+    /// A failure reading or writing the broker's own records.
+    pub fn metadata(source: StorageError) -> Self {
+        BrokerError::Metadata {
+            source: Arc::new(source),
         }
     }
 

@@ -20,6 +20,7 @@ pub mod error;
 pub mod position;
 pub mod publish;
 pub mod reader;
+mod records;
 mod storage_health;
 pub mod subscription;
 mod telemetry;
@@ -40,7 +41,7 @@ pub use error::{BrokerError, Result};
 pub use position::Position;
 pub use publish::{EventId, MAX_EVENT_ID_BYTES, PendingPublish, PublishReceipt, partition_for_key};
 pub use topic::{
-    Fsync, TopicInfo, TopicMeta, TopicSettings, TopicSettingsPatch, TopicStats, validate_topic_name,
+    Fsync, TopicInfo, TopicSettings, TopicSettingsPatch, TopicStats, validate_topic_name,
 };
 
 use crate::storage::{PartitionLog, Storage};
@@ -159,15 +160,9 @@ impl Broker {
             .inner
             .storage
             .list_topics()
-            .map_err(|source| BrokerError::Metadata { source })?;
+            .map_err(BrokerError::metadata)?;
         for stored in stored {
-            let meta =
-                TopicMeta::from_bytes(&stored.meta).map_err(|e| BrokerError::InvalidConfig {
-                    reason: format!(
-                        "stored metadata of topic {:?} does not parse: {e}",
-                        stored.name
-                    ),
-                })?;
+            let meta = records::TopicRecord::decode(&stored.meta, &stored.name)?;
             let topic = broker.open_topic(&meta.name, meta.settings, meta.created_at_ms)?;
             broker.start_stored_subscriptions(&meta.name, &topic)?;
             broker.inner.topics.insert(meta.name, topic);

@@ -4,8 +4,11 @@
 //! [`Consumer`] handle; nothing here knows about gRPC.
 
 pub mod ack_set;
+mod cursor;
+mod dead_letter;
 pub mod dispatch;
 pub mod registry;
+mod stats;
 mod task;
 
 #[cfg(test)]
@@ -48,21 +51,6 @@ pub struct SubscriptionInfo {
     pub name: String,
     pub settings: SubscriptionSettings,
     pub created_at_ms: i64,
-}
-
-/// What is persisted about a subscription (JSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct SubscriptionMeta {
-    pub version: u32,
-    pub name: String,
-    pub settings: SubscriptionSettings,
-    pub created_at_ms: i64,
-}
-
-/// The persisted cursor: acked offsets per partition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct CursorRecord {
-    pub partitions: Vec<AckSet>,
 }
 
 /// What a request asks of a subscription when it may create it.

@@ -10,10 +10,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::dispatch::Dispatcher;
 use super::{
-    AckSet, AttachOptions, Command, Consumer, CursorRecord, MAX_ACK_DEADLINE, SubscriptionHandle,
-    SubscriptionInfo, SubscriptionMeta, SubscriptionSettings, SubscriptionSpec, SubscriptionStats,
-    SubscriptionTask,
+    AckSet, AttachOptions, Command, Consumer, MAX_ACK_DEADLINE, SubscriptionHandle,
+    SubscriptionInfo, SubscriptionSettings, SubscriptionSpec, SubscriptionStats, SubscriptionTask,
 };
+use crate::broker::records::{CursorRecord, SubscriptionRecord};
 use crate::broker::topic::{AdminState, validate_subscription_name, validate_topic_name};
 use crate::broker::{Broker, BrokerError, Position, Result, Topic};
 use crate::storage::system_clock;
@@ -89,7 +89,7 @@ impl Broker {
         self.inner
             .storage
             .delete_subscription(topic, name)
-            .map_err(|source| BrokerError::Metadata { source })?;
+            .map_err(BrokerError::metadata)?;
         tracing::info!(topic, subscription = name, "subscription deleted");
         Ok(self
             .retire_dead_letter_topic(topic, name, &handle.info.settings)
@@ -255,30 +255,21 @@ impl Broker {
                 .map_err(|source| BrokerError::from_partition(topic, partition as u32, source))?;
             cursors.push(AckSet::starting_at(start));
         }
-        let meta = SubscriptionMeta {
-            version: 1,
+        let meta = SubscriptionRecord {
             name: name.to_owned(),
             settings,
             created_at_ms: (system_clock())(),
         };
         let storage = &self.inner.storage;
         storage
-            .write_subscription_meta(
-                topic,
-                name,
-                &serde_json::to_vec_pretty(&meta).expect("meta serializes"),
-            )
+            .write_subscription_meta(topic, name, &meta.encode())
             .and_then(|()| {
                 let cursor = CursorRecord {
                     partitions: cursors.clone(),
                 };
-                storage.write_cursor(
-                    topic,
-                    name,
-                    &serde_json::to_vec(&cursor).expect("cursor serializes"),
-                )
+                storage.write_cursor(topic, name, &cursor.encode())
             })
-            .map_err(|source| BrokerError::Metadata { source })?;
+            .map_err(BrokerError::metadata)?;
         tracing::info!(topic, subscription = name, kind = %meta.settings.kind, "subscription created");
         Ok(self.start_subscription(topic, handle, meta, cursors))
     }
@@ -352,25 +343,12 @@ impl Broker {
             .inner
             .storage
             .list_subscriptions(topic)
-            .map_err(|source| BrokerError::Metadata { source })?;
+            .map_err(BrokerError::metadata)?;
         for s in stored {
-            let meta: SubscriptionMeta =
-                serde_json::from_slice(&s.meta).map_err(|e| BrokerError::InvalidConfig {
-                    reason: format!(
-                        "stored metadata of subscription {:?} on {topic:?} does not parse: {e}",
-                        s.name
-                    ),
-                })?;
+            let meta = SubscriptionRecord::decode(&s.meta, topic, &s.name)?;
             let partitions = handle.partitions.len();
             let mut cursors = match &s.cursor {
-                Some(bytes) => serde_json::from_slice::<CursorRecord>(bytes)
-                    .map_err(|e| BrokerError::InvalidConfig {
-                        reason: format!(
-                            "stored cursor of subscription {:?} on {topic:?} does not parse: {e}",
-                            s.name
-                        ),
-                    })?
-                    .partitions,
+                Some(bytes) => CursorRecord::decode(bytes, topic, &s.name)?.partitions,
                 None => Vec::new(),
             };
             cursors.resize_with(partitions, AckSet::default);
@@ -384,7 +362,7 @@ impl Broker {
         &self,
         topic: &str,
         handle: &Arc<Topic>,
-        meta: SubscriptionMeta,
+        meta: SubscriptionRecord,
         cursors: Vec<AckSet>,
     ) -> Arc<SubscriptionHandle> {
         let info = SubscriptionInfo {

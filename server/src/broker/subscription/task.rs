@@ -10,28 +10,35 @@ use std::time::Duration;
 // aHash, not SipHash: the cache is touched on every delivery and ack.
 use ahash::AHashMap as HashMap;
 use bytes::Bytes;
-use herald::v1::Event;
-use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::dispatch::{AckHandle, AttachRefusal, Dispatcher, EventRef, Output, hash64};
+use super::cursor::flush_cursors;
+use super::dispatch::{AttachRefusal, Dispatcher, EventRef, Output, hash64};
 use super::{
-    AckSet, Attached, Command, ConsumerEvent, ConsumerStats, CursorRecord, DeliveredRecord,
-    SubscriptionInfo, SubscriptionKind, SubscriptionStats,
+    AckSet, Attached, Command, ConsumerEvent, DeliveredRecord, SubscriptionInfo, SubscriptionKind,
 };
 use crate::broker::error::BrokerError;
-use crate::broker::{Broker, Position};
-use crate::storage::{
-    PartitionLog, PartitionStats, Storage, StorageError, StoredRecord, system_clock,
-};
+use crate::broker::telemetry::{self, DeliveryLog};
+use crate::broker::{Broker, EncodedEvent, Position};
+use crate::storage::{PartitionLog, Storage, StorageError, StoredRecord};
 
 /// Most fresh events read ahead of delivery.
 const READ_AHEAD_CAP: usize = 2048;
 /// Records per log read.
 const READ_CHUNK: usize = 512;
+/// First pause after a storage failure; doubles while failures repeat.
+const MIN_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between retries of failing storage.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the serve loop does after a step.
+enum Step {
+    Continue,
+    Stop,
+}
 
 /// How a subscription task persists its cursor and bounds consumers.
 #[derive(Debug, Clone)]
@@ -72,31 +79,34 @@ pub(crate) struct SubscriptionTask {
     pub tasks: TaskTracker,
 }
 
-struct Running {
+pub(super) struct Running {
     /// Durable ends of the partitions, watched for new events.
-    ends: Vec<watch::Receiver<u64>>,
+    pub ends: Vec<watch::Receiver<u64>>,
     /// Next offset to read as fresh, per partition.
-    read_pos: Vec<u64>,
+    pub read_pos: Vec<u64>,
     /// Records of fresh events not delivered yet.
-    cache: HashMap<EventRef, StoredRecord>,
+    pub cache: HashMap<EventRef, StoredRecord>,
     /// Where each consumer's events go.
-    consumers: HashMap<u64, mpsc::UnboundedSender<ConsumerEvent>>,
+    pub consumers: HashMap<u64, mpsc::UnboundedSender<ConsumerEvent>>,
     /// Cursor changed since the last snapshot went to the flusher.
-    dirty: bool,
-    acks_since_flush: u64,
-    flush_due: Option<Instant>,
+    pub dirty: bool,
+    pub acks_since_flush: u64,
+    pub flush_due: Option<Instant>,
     /// The latest cursor snapshot, written by the flusher task.
-    cursor_tx: watch::Sender<Option<Vec<AckSet>>>,
+    pub cursor_tx: watch::Sender<Option<Vec<AckSet>>>,
     /// Dead-letter publishes report back here.
-    dlq_tx: mpsc::UnboundedSender<(EventRef, bool)>,
-    dlq_rx: mpsc::UnboundedReceiver<(EventRef, bool)>,
-    /// Id and type of each delivered, unfinished event, kept only while
-    /// debug logging is on, so ack and nack lines can name the event.
-    delivered: HashMap<EventRef, (String, String, u32)>,
+    pub dlq_tx: mpsc::UnboundedSender<(EventRef, bool)>,
+    pub dlq_rx: mpsc::UnboundedReceiver<(EventRef, bool)>,
+    /// Per-event debug lines and spans.
+    pub log: DeliveryLog,
+    /// Set after a storage failure: no reads until then.
+    pub paused_until: Option<Instant>,
+    /// The pause after the next storage failure.
+    pub retry_backoff: Duration,
 }
 
 impl SubscriptionTask {
-    /// Runs until stopped (delete, topic delete, shutdown) or storage fails.
+    /// Runs until stopped (delete, topic delete, shutdown).
     pub async fn run(mut self) {
         let (dlq_tx, dlq_rx) = mpsc::unbounded_channel();
         let (cursor_tx, cursor_rx) = watch::channel(None);
@@ -124,7 +134,9 @@ impl SubscriptionTask {
             cursor_tx,
             dlq_tx,
             dlq_rx,
-            delivered: HashMap::new(),
+            log: DeliveryLog::default(),
+            paused_until: None,
+            retry_backoff: MIN_RETRY_BACKOFF,
         };
         let outcome = self.serve(&mut run).await;
         if !self.deleting.load(Ordering::Acquire) {
@@ -144,68 +156,112 @@ impl SubscriptionTask {
             }
         };
         for (_, tx) in consumers {
-            let _ = tx.send(ConsumerEvent::Closed(clone_error(&reason)));
+            let _ = tx.send(ConsumerEvent::Closed(reason.clone()));
         }
     }
 
+    /// Serves until stopped. A storage failure does not end the
+    /// subscription: its consumers are closed with the error (so they see
+    /// what failed and reconnect) and reading is retried with backoff, so
+    /// the subscription resumes once storage recovers.
     async fn serve(&mut self, run: &mut Running) -> Result<(), BrokerError> {
         loop {
-            self.fill(run)?;
-            let now = Instant::now();
-            let outputs = self.dispatcher.dispatch(now);
-            self.apply(run, outputs)?;
-            if run.dirty && run.acks_since_flush >= self.ctx.cursor_flush_acks {
-                self.flush(run);
-            }
-            let wakeup = self.dispatcher.next_wakeup();
-            let flush_due = run.flush_due;
-            // Wake on new events while there is room to read them, or to
-            // learn that events are waiting (so held consumers are told);
-            // clones share the originals' "seen" versions.
-            let room = self.dispatcher.read_ahead(READ_AHEAD_CAP) > self.dispatcher.fresh_len();
-            let wake_on_data = room || !self.dispatcher.has_unread();
-            let mut watchers = if wake_on_data {
-                run.ends.clone()
-            } else {
-                Vec::new()
-            };
-            let new_data = async move {
-                if watchers.is_empty() {
-                    return std::future::pending::<()>().await;
-                }
-                let waits = watchers.iter_mut().map(|w| Box::pin(w.changed()));
-                if futures::future::select_all(waits).await.0.is_err() {
-                    // The log is gone (topic deleted); the delete stops us.
-                    std::future::pending::<()>().await;
-                }
-            };
-            tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => return Ok(()),
-                command = self.commands.recv() => match command {
-                    Some(command) => self.handle(run, command).await?,
-                    None => return Ok(()),
-                },
-                Some(id) = self.detaches.recv() => {
-                    run.consumers.remove(&id);
-                    self.consumer_count.store(run.consumers.len() as u64, Ordering::Relaxed);
-                    let outputs = self.dispatcher.detach(id, Instant::now());
-                    self.apply(run, outputs)?;
-                }
-                Some((event, published)) = run.dlq_rx.recv() => {
-                    self.dispatcher.dead_lettered(event, published, Instant::now());
-                    if published {
-                        self.cursor_changed(run);
-                    }
-                }
-                _ = sleep_until(wakeup), if wakeup.is_some() => {
-                    let outputs = self.dispatcher.tick(Instant::now());
-                    self.apply(run, outputs)?;
-                }
-                _ = sleep_until(flush_due), if flush_due.is_some() => self.flush(run),
-                _ = new_data => {}
+            match self.step(run).await {
+                Ok(Step::Continue) => {}
+                Ok(Step::Stop) => return Ok(()),
+                Err(error @ BrokerError::Storage { .. }) => self.pause(run, error),
+                Err(error) => return Err(error),
             }
         }
+    }
+
+    /// Closes every consumer with `error` and stops reading until
+    /// `run.paused_until`.
+    fn pause(&mut self, run: &mut Running, error: BrokerError) {
+        let retry_in = run.retry_backoff;
+        tracing::error!(
+            topic = %self.info.topic,
+            subscription = %self.info.name,
+            %error,
+            ?retry_in,
+            "subscription paused: storage failed; consumers were closed with the error"
+        );
+        let now = Instant::now();
+        for (id, tx) in run.consumers.drain() {
+            let _ = tx.send(ConsumerEvent::Closed(error.clone()));
+            // Their unacked events go back for redelivery; nobody is left
+            // to receive what the detach would hand over.
+            let _ = self.dispatcher.detach(id, now);
+        }
+        self.consumer_count.store(0, Ordering::Relaxed);
+        run.paused_until = Some(now + retry_in);
+        run.retry_backoff = (retry_in * 2).min(MAX_RETRY_BACKOFF);
+    }
+
+    /// One round: read, dispatch, then wait for the next thing to happen.
+    async fn step(&mut self, run: &mut Running) -> Result<Step, BrokerError> {
+        if run.paused_until.is_none() {
+            self.fill(run)?;
+            run.retry_backoff = MIN_RETRY_BACKOFF;
+        }
+        let now = Instant::now();
+        let outputs = self.dispatcher.dispatch(now);
+        self.apply(run, outputs)?;
+        if run.dirty && run.acks_since_flush >= self.ctx.cursor_flush_acks {
+            self.flush(run);
+        }
+        let wakeup = self.dispatcher.next_wakeup();
+        let flush_due = run.flush_due;
+        let paused_until = run.paused_until;
+        // Wake on new events while there is room to read them, or to
+        // learn that events are waiting (so held consumers are told);
+        // clones share the originals' "seen" versions.
+        let room = self.dispatcher.read_ahead(READ_AHEAD_CAP) > self.dispatcher.fresh_len();
+        // While paused the ends are not read, so watching them would spin.
+        let wake_on_data = run.paused_until.is_none() && (room || !self.dispatcher.has_unread());
+        let mut watchers = if wake_on_data {
+            run.ends.clone()
+        } else {
+            Vec::new()
+        };
+        let new_data = async move {
+            if watchers.is_empty() {
+                return std::future::pending::<()>().await;
+            }
+            let waits = watchers.iter_mut().map(|w| Box::pin(w.changed()));
+            if futures::future::select_all(waits).await.0.is_err() {
+                // The log is gone (topic deleted); the delete stops us.
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => return Ok(Step::Stop),
+            command = self.commands.recv() => match command {
+                Some(command) => self.handle(run, command).await?,
+                None => return Ok(Step::Stop),
+            },
+            Some(id) = self.detaches.recv() => {
+                run.consumers.remove(&id);
+                self.consumer_count.store(run.consumers.len() as u64, Ordering::Relaxed);
+                let outputs = self.dispatcher.detach(id, Instant::now());
+                self.apply(run, outputs)?;
+            }
+            Some((event, published)) = run.dlq_rx.recv() => {
+                self.dispatcher.dead_lettered(event, published, Instant::now());
+                if published {
+                    self.cursor_changed(run);
+                }
+            }
+            _ = sleep_until(wakeup), if wakeup.is_some() => {
+                let outputs = self.dispatcher.tick(Instant::now());
+                self.apply(run, outputs)?;
+            }
+            _ = sleep_until(flush_due), if flush_due.is_some() => self.flush(run),
+            _ = sleep_until(paused_until), if paused_until.is_some() => run.paused_until = None,
+            _ = new_data => {}
+        }
+        Ok(Step::Continue)
     }
 
     /// Reads fresh events while the dispatcher can use them, and tells it
@@ -246,7 +302,7 @@ impl SubscriptionTask {
                         continue;
                     }
                     let key = if key_shared {
-                        event_key(&record.payload)
+                        ordering_key(&record.payload)
                     } else {
                         None
                     };
@@ -275,7 +331,8 @@ impl SubscriptionTask {
                                 .ack(d.consumer, [d.handle.to_string().as_str()], false);
                         continue;
                     };
-                    self.trace_delivery(run, &record, event, d.attempt);
+                    run.log
+                        .delivered(&self.info, &record.payload, event, d.attempt);
                     batches
                         .entry(d.consumer)
                         .or_default()
@@ -331,7 +388,7 @@ impl SubscriptionTask {
     }
 
     /// The record of `event`: from the read-ahead cache, else from the log.
-    fn record(
+    pub(super) fn record(
         &self,
         run: &mut Running,
         event: EventRef,
@@ -343,84 +400,6 @@ impl SubscriptionTask {
             .read(event.1, 1, 0)
             .map_err(|e| self.storage_error(event.0, e))?;
         Ok(records.into_iter().next().filter(|r| r.offset == event.1))
-    }
-
-    /// Publishes an event that failed too often to the dead-letter topic,
-    /// with where it came from and why in its attributes.
-    fn dead_letter(
-        &mut self,
-        run: &mut Running,
-        event: EventRef,
-        attempts: u32,
-        reason: String,
-    ) -> Result<(), BrokerError> {
-        let Some(record) = self.record(run, event)? else {
-            self.dispatcher.dead_lettered(event, true, Instant::now());
-            return Ok(());
-        };
-        let mut dead = Event::decode(record.payload.clone()).unwrap_or_default();
-        let attributes = [
-            ("herald_dlq_source_topic", self.info.topic.clone()),
-            ("herald_dlq_source_partition", event.0.to_string()),
-            ("herald_dlq_source_offset", event.1.to_string()),
-            ("herald_dlq_subscription", self.info.name.clone()),
-            ("herald_dlq_attempts", attempts.to_string()),
-            ("herald_dlq_reason", reason.clone()),
-        ];
-        dead.attributes
-            .extend(attributes.into_iter().map(|(k, v)| (k.to_owned(), v)));
-        let topic = self.info.settings.dead_letter_topic.clone();
-        let broker = self.broker.clone();
-        let done = run.dlq_tx.clone();
-        let (source, subscription) = (self.info.topic.clone(), self.info.name.clone());
-        run.delivered.remove(&event);
-        let span = if crate::telemetry::sample_event(&dead.attributes) {
-            let span = tracing::info_span!(
-                "herald.dead_letter",
-                otel.name = %format_args!("dead-letter {source}"),
-                messaging.system = "herald",
-                messaging.operation = "dead_letter",
-                messaging.destination.name = %source,
-                messaging.consumer.group.name = %subscription,
-                messaging.message.id = %dead.id,
-                herald.dead_letter_topic = %topic,
-                herald.delivery_attempt = attempts,
-                herald.reason = %reason,
-            );
-            crate::telemetry::set_parent(&span, &dead.attributes);
-            span
-        } else {
-            tracing::Span::none()
-        };
-        let (message_id, event_type) = (dead.id.clone(), dead.r#type.clone());
-        let publish = async move {
-            let published = match broker.publish(&topic, vec![dead]).await {
-                Ok(_) => {
-                    tracing::warn!(
-                        message_id = %message_id,
-                        topic = %source,
-                        subscription = %subscription,
-                        event_type = %event_type,
-                        status = "dead_lettered",
-                        attempt = attempts,
-                        partition = event.0,
-                        offset = event.1,
-                        %reason,
-                        dead_letter_topic = %topic,
-                        "event dead-lettered"
-                    );
-                    true
-                }
-                Err(error) => {
-                    tracing::error!(topic = %source, subscription = %subscription, %error, "dead-letter publish failed; will retry");
-                    false
-                }
-            };
-            let _ = done.send((event, published));
-        };
-        self.tasks
-            .spawn(tracing::Instrument::instrument(publish, span));
-        Ok(())
     }
 
     async fn handle(&mut self, run: &mut Running, command: Command) -> Result<(), BrokerError> {
@@ -472,8 +451,8 @@ impl SubscriptionTask {
                 handles,
                 cumulative,
             } => {
-                let _span = self.step_span("ack", handles.len()).entered();
-                self.log_finished(run, &handles, "acked", None);
+                let _span = telemetry::settle_span(&self.info, "ack", handles.len()).entered();
+                run.log.finished(&self.info, &handles, "acked", None);
                 let outcome =
                     self.dispatcher
                         .ack(consumer, handles.iter().map(String::as_str), cumulative);
@@ -489,10 +468,11 @@ impl SubscriptionTask {
                 delay,
                 reason,
             } => {
-                let span = self.step_span("nack", handles.len());
+                let span = telemetry::settle_span(&self.info, "nack", handles.len());
                 span.record("herald.reason", reason.as_str());
                 let _span = span.entered();
-                self.log_finished(run, &handles, "nacked", Some(&reason));
+                run.log
+                    .finished(&self.info, &handles, "nacked", Some(&reason));
                 let (outcome, outputs) = self.dispatcher.nack(
                     consumer,
                     handles.iter().map(String::as_str),
@@ -557,196 +537,9 @@ impl SubscriptionTask {
         Ok(())
     }
 
-    fn stats(&self, run: &Running) -> SubscriptionStats {
-        let mut backlog = 0;
-        let mut backlog_bytes = 0;
-        let mut oldest_ms = None;
-        for (partition, cursor) in self.dispatcher.cursors().iter().enumerate() {
-            let end = *run.ends[partition].borrow();
-            let mark = cursor.mark_delete();
-            if end > mark {
-                let waiting = end - mark - cursor.count_in(mark, end);
-                backlog += waiting;
-                let log = &self.logs[partition];
-                backlog_bytes += estimated_bytes(waiting, &log.stats());
-                // The mark-delete offset is the oldest unacked event of the
-                // partition (everything below is acked): one indexed read.
-                if let Ok(records) = log.read(mark, 1, 0)
-                    && let Some(record) = records.first()
-                {
-                    let at = record.timestamp_ms;
-                    oldest_ms = Some(oldest_ms.map_or(at, |o: i64| o.min(at)));
-                }
-            }
-        }
-        let counters = self.dispatcher.counters();
-        SubscriptionStats {
-            backlog,
-            backlog_bytes,
-            oldest_unacked_age: oldest_ms.map(|at| age(at, (system_clock())())),
-            unacked: self.dispatcher.unacked(),
-            delivered: counters.delivered,
-            redelivered: counters.redelivered,
-            acked: counters.acked,
-            nacked: counters.nacked,
-            dead_lettered: counters.dead_lettered,
-            consumers: self
-                .dispatcher
-                .consumers()
-                .into_iter()
-                .map(|c| ConsumerStats {
-                    name: c.name,
-                    outstanding: c.outstanding,
-                    credits: c.credits,
-                    active: c.active,
-                })
-                .collect(),
-        }
-    }
-
-    fn cursor_changed(&self, run: &mut Running) {
-        run.dirty = true;
-        if run.flush_due.is_none() {
-            run.flush_due = Some(Instant::now() + self.ctx.cursor_flush_interval);
-        }
-    }
-
-    /// Hands the current cursor to the flusher if it changed. The write
-    /// happens off this task, so delivery never waits for an fsync.
-    fn flush(&self, run: &mut Running) {
-        run.flush_due = None;
-        if !run.dirty {
-            return;
-        }
-        run.dirty = false;
-        run.acks_since_flush = 0;
-        run.cursor_tx
-            .send_replace(Some(self.dispatcher.cursors().to_vec()));
-    }
-
-    /// When traces are exported or debug logging is on: a `deliver` (or
-    /// `redeliver`) span whose parent is the producer's context from the
-    /// event's `traceparent`, and the per-event log line. Costs nothing
-    /// otherwise (the event is only decoded for these).
-    fn trace_delivery(
-        &self,
-        run: &mut Running,
-        record: &StoredRecord,
-        event: EventRef,
-        attempt: u32,
-    ) {
-        let exporting = crate::telemetry::exporting();
-        let debug = tracing::enabled!(tracing::Level::DEBUG);
-        if !exporting && !debug {
-            return;
-        }
-        let Ok(decoded) = Event::decode(record.payload.clone()) else {
-            return;
-        };
-        let operation = if attempt > 1 { "redeliver" } else { "deliver" };
-        if crate::telemetry::sample_event(&decoded.attributes) {
-            let span = tracing::info_span!(
-                "herald.deliver",
-                otel.name = %format_args!("{operation} {}", self.info.topic),
-                otel.kind = "producer",
-                messaging.system = "herald",
-                messaging.operation = operation,
-                messaging.destination.name = %self.info.topic,
-                messaging.destination.partition.id = event.0,
-                messaging.consumer.group.name = %self.info.name,
-                messaging.message.id = %decoded.id,
-                herald.offset = event.1,
-                herald.delivery_attempt = attempt,
-            );
-            crate::telemetry::set_parent(&span, &decoded.attributes);
-            drop(span.entered());
-        }
-        if debug {
-            tracing::debug!(
-                message_id = %decoded.id,
-                topic = %self.info.topic,
-                subscription = %self.info.name,
-                event_type = %decoded.r#type,
-                status = if attempt > 1 { "redelivered" } else { "delivered" },
-                attempt,
-                partition = event.0,
-                offset = event.1,
-                "event delivered"
-            );
-            run.delivered
-                .insert(event, (decoded.id, decoded.r#type, attempt));
-        }
-    }
-
-    /// The span of one ack or nack request, when traces are exported.
-    fn step_span(&self, operation: &'static str, events: usize) -> tracing::Span {
-        if !crate::telemetry::sample_root() {
-            return tracing::Span::none();
-        }
-        tracing::info_span!(
-            "herald.settle",
-            otel.name = %format_args!("{operation} {}", self.info.topic),
-            messaging.system = "herald",
-            messaging.operation = operation,
-            messaging.destination.name = %self.info.topic,
-            messaging.consumer.group.name = %self.info.name,
-            messaging.batch.message_count = events,
-            herald.reason = tracing::field::Empty,
-        )
-    }
-
-    /// The per-event debug line of an ack or nack, for events this task
-    /// delivered while debug logging was on.
-    fn log_finished(
-        &self,
-        run: &mut Running,
-        handles: &[String],
-        status: &str,
-        reason: Option<&str>,
-    ) {
-        if run.delivered.is_empty() {
-            return;
-        }
-        for handle in handles {
-            let Ok(handle) = handle.parse::<AckHandle>() else {
-                continue;
-            };
-            if let Some((id, event_type, attempt)) =
-                run.delivered.remove(&(handle.partition, handle.offset))
-            {
-                tracing::debug!(
-                    message_id = %id,
-                    topic = %self.info.topic,
-                    subscription = %self.info.name,
-                    event_type = %event_type,
-                    status,
-                    attempt,
-                    reason,
-                    "event {status}"
-                );
-            }
-        }
-    }
-
     fn storage_error(&self, partition: u32, source: StorageError) -> BrokerError {
         BrokerError::from_partition(&self.info.topic, partition, source)
     }
-}
-
-/// `events` of a partition's backlog in bytes, at the partition's average
-/// stored event size (see [`SubscriptionStats::backlog_bytes`]).
-fn estimated_bytes(events: u64, log: &PartitionStats) -> u64 {
-    let stored = log.records();
-    if stored == 0 {
-        return 0;
-    }
-    // u128: bytes × events overflows u64 near 4 GiB × 4 G events.
-    (log.bytes as u128 * events.min(stored) as u128 / stored as u128) as u64
-}
-
-/// How long ago `appended_ms` was at `now_ms`; zero if the clock went back.
-fn age(appended_ms: i64, now_ms: i64) -> Duration {
-    Duration::from_millis(now_ms.saturating_sub(appended_ms).max(0) as u64)
 }
 
 fn send(run: &mut Running, consumer: u64, event: ConsumerEvent) {
@@ -762,63 +555,6 @@ fn report(run: &mut Running, consumer: u64, invalid: Vec<String>, stale: Vec<Str
     }
 }
 
-/// The ordering key hash of a stored envelope, if it has a key.
-fn event_key(payload: &Bytes) -> Option<u64> {
-    let event = Event::decode(payload.clone()).ok()?;
-    (!event.key.is_empty()).then(|| hash64(&event.key))
-}
-
-/// Writes each new cursor snapshot (the latest wins when writes are slower
-/// than acks), at most once per `interval`, until the sender is dropped and
-/// the last snapshot is written. A failed write is retried; the marks used
-/// by retention only move once a cursor is on disk.
-async fn flush_cursors(
-    storage: Arc<dyn Storage>,
-    topic: String,
-    name: String,
-    marks: Arc<Vec<AtomicU64>>,
-    mut snapshots: watch::Receiver<Option<Vec<AckSet>>>,
-    interval: Duration,
-) {
-    while snapshots.changed().await.is_ok() {
-        let Some(cursors) = snapshots.borrow_and_update().clone() else {
-            continue;
-        };
-        let bytes = serde_json::to_vec(&CursorRecord {
-            partitions: cursors.clone(),
-        })
-        .expect("cursors always serialize");
-        let mut failures = 0;
-        loop {
-            let (s, t, n, b) = (storage.clone(), topic.clone(), name.clone(), bytes.clone());
-            match tokio::task::spawn_blocking(move || s.write_cursor(&t, &n, &b)).await {
-                Ok(Ok(())) => {
-                    for (mark, cursor) in marks.iter().zip(&cursors) {
-                        mark.store(cursor.mark_delete(), Ordering::Relaxed);
-                    }
-                    break;
-                }
-                // The subscription (or its topic) was deleted meanwhile.
-                Ok(Err(error)) if error.is_not_found() => return,
-                Ok(Err(error)) => {
-                    tracing::error!(%topic, subscription = %name, %error, "cursor flush failed; retrying")
-                }
-                Err(join) => tracing::error!(%join, "cursor flush task failed; retrying"),
-            }
-            failures += 1;
-            let closed = snapshots.has_changed().is_err();
-            if (closed && failures >= 5) || snapshots.has_changed().unwrap_or(false) {
-                // Give up at shutdown, or let a newer snapshot supersede.
-                break;
-            }
-            tokio::time::sleep(interval).await;
-        }
-        if snapshots.has_changed().is_ok() {
-            tokio::time::sleep(interval).await;
-        }
-    }
-}
-
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -826,44 +562,8 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Errors are not Clone (they hold sources); consumers get a copy that
-/// keeps the message and the mapping.
-fn clone_error(error: &BrokerError) -> BrokerError {
-    match error {
-        BrokerError::ShuttingDown => BrokerError::ShuttingDown,
-        BrokerError::SubscriptionClosed => BrokerError::SubscriptionClosed,
-        BrokerError::TopicDeleted { topic } => BrokerError::TopicDeleted {
-            topic: topic.clone(),
-        },
-        other => BrokerError::SubscriptionFailed {
-            reason: other.to_string(),
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn age_counts_from_append_time_and_never_goes_negative() {
-        assert_eq!(age(1_000, 3_500), Duration::from_millis(2_500));
-        assert_eq!(age(5_000, 4_000), Duration::ZERO);
-    }
-
-    #[test]
-    fn backlog_bytes_scale_with_the_average_event_size() {
-        let log = PartitionStats {
-            first_offset: 10,
-            next_offset: 110,
-            bytes: 20_000,
-            segments: 1,
-            last_timestamp_ms: None,
-        };
-        assert_eq!(estimated_bytes(40, &log), 8_000);
-        assert_eq!(estimated_bytes(0, &log), 0);
-        // A backlog reaching below retention counts only what is stored.
-        assert_eq!(estimated_bytes(500, &log), 20_000);
-        assert_eq!(estimated_bytes(5, &PartitionStats::default()), 0);
-    }
+/// The ordering key hash of a stored event, if it has a key, read in place.
+fn ordering_key(payload: &Bytes) -> Option<u64> {
+    let event = EncodedEvent::parse(payload.clone()).ok()?;
+    (!event.key().is_empty()).then(|| hash64(event.key()))
 }

@@ -11,11 +11,11 @@ use parking_lot::{Mutex, MutexGuard, RwLock};
 use tokio::sync::mpsc;
 
 pub use settings::{
-    Fsync, TopicMeta, TopicSettings, TopicSettingsPatch, validate_subscription_name,
-    validate_topic_name,
+    Fsync, TopicSettings, TopicSettingsPatch, validate_subscription_name, validate_topic_name,
 };
 
 use super::publish::writer;
+use super::records::TopicRecord;
 use super::subscription::registry;
 use super::telemetry::TopicMetrics;
 use super::{Broker, BrokerError, Partition, Result, Topic};
@@ -115,16 +115,15 @@ impl Broker {
         let topic = self.topic(name)?;
         let current = topic.settings.read().clone();
         let updated = current.update(name, patch, self.inner.config.max_request_bytes)?;
-        let meta = TopicMeta {
-            version: 1,
+        let meta = TopicRecord {
             name: name.to_owned(),
             settings: updated.clone(),
             created_at_ms: topic.created_at_ms,
         };
         self.inner
             .storage
-            .write_topic_meta(name, &meta.to_bytes())
-            .map_err(|source| BrokerError::Metadata { source })?;
+            .write_topic_meta(name, &meta.encode())
+            .map_err(BrokerError::metadata)?;
         *topic.settings.write() = updated;
         Ok(info(name, &topic))
     }
@@ -155,7 +154,7 @@ impl Broker {
             .inner
             .storage
             .delete_topic(name)
-            .map_err(|source| BrokerError::Metadata { source });
+            .map_err(BrokerError::metadata);
         self.inner.storage_health.forget_topic(name);
         deleted?;
         let mut kept = Vec::new();
@@ -256,15 +255,14 @@ impl Broker {
                 return Err(error);
             }
         };
-        let meta = TopicMeta {
-            version: 1,
+        let meta = TopicRecord {
             name: name.to_owned(),
             settings,
             created_at_ms,
         };
-        if let Err(source) = self.inner.storage.write_topic_meta(name, &meta.to_bytes()) {
+        if let Err(source) = self.inner.storage.write_topic_meta(name, &meta.encode()) {
             let _ = self.inner.storage.delete_topic(name);
-            return Err(BrokerError::Metadata { source });
+            return Err(BrokerError::metadata(source));
         }
         Ok(topic)
     }

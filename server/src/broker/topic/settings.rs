@@ -275,31 +275,6 @@ impl TopicSettings {
     }
 }
 
-/// What is persisted about a topic (JSON, beside its partitions).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicMeta {
-    /// Format version of this record.
-    pub version: u32,
-    /// The topic's name.
-    pub name: String,
-    /// Effective settings.
-    pub settings: TopicSettings,
-    /// Creation time, milliseconds since the epoch.
-    pub created_at_ms: i64,
-}
-
-impl TopicMeta {
-    /// Serialized form.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).expect("topic metadata always serializes")
-    }
-
-    /// Parses a stored record.
-    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
-}
-
 /// Durations in metadata as human-readable strings ("2m", "1s").
 mod humantime_serde {
     use std::time::Duration;
@@ -417,19 +392,5 @@ mod tests {
                 "{patch:?}"
             );
         }
-    }
-
-    #[test]
-    fn metadata_round_trips() {
-        let meta = TopicMeta {
-            version: 1,
-            name: "orders".into(),
-            settings: TopicSettings {
-                retention_age: Some(Duration::from_secs(3600)),
-                ..Default::default()
-            },
-            created_at_ms: 42,
-        };
-        assert_eq!(TopicMeta::from_bytes(&meta.to_bytes()).unwrap(), meta);
     }
 }
