@@ -135,17 +135,17 @@ pub fn topic_stats(stats: &TopicStats) -> v1::TopicStats {
 pub fn delivered_event(
     topic: &bytes::Bytes,
     partition: u32,
-    record: &crate::storage::StoredRecord,
+    record: &crate::broker::StoredEvent,
     delivery_attempt: u32,
     ack_handle: String,
     epoch: u64,
 ) -> WireDelivered {
     WireDelivered {
-        event: record.payload.clone(),
+        event: record.bytes.clone(),
         topic: topic.clone(),
         partition,
         offset: record.offset,
-        publish_time: Some(timestamp(record.timestamp_ms)),
+        publish_time: Some(timestamp(record.publish_time_ms)),
         delivery_attempt,
         ack_handle,
         epoch,

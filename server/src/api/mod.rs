@@ -5,6 +5,7 @@ pub mod admin;
 pub mod convert;
 pub mod limits;
 pub mod publisher;
+pub mod read;
 pub mod status;
 pub mod subscribe;
 pub mod subscriber;

@@ -8,7 +8,7 @@ use tonic::Code;
 use super::wire::SubscribeReply;
 use super::wire::subscribe_reply::Response as ServerMessage;
 use crate::broker::BrokerError;
-use crate::storage::StorageError;
+use crate::broker::error::StorageFault;
 
 /// The status for a broker error.
 pub fn to_status(error: &BrokerError) -> tonic::Status {
@@ -205,7 +205,7 @@ pub fn to_detail(error: &BrokerError) -> ErrorDetail {
         BrokerError::Storage {
             topic, partition, ..
         } => {
-            let (code, herald_code) = storage_codes(error.storage_error());
+            let (code, herald_code) = storage_codes(error.storage_fault());
             (
                 code,
                 herald_code,
@@ -216,7 +216,7 @@ pub fn to_detail(error: &BrokerError) -> ErrorDetail {
             )
         }
         BrokerError::Metadata { .. } => {
-            let (code, herald_code) = storage_codes(error.storage_error());
+            let (code, herald_code) = storage_codes(error.storage_fault());
             (code, herald_code, vec![])
         }
     };
@@ -231,26 +231,24 @@ pub fn to_detail(error: &BrokerError) -> ErrorDetail {
     )
 }
 
-fn storage_codes(error: Option<&StorageError>) -> (Code, ErrorCode) {
-    match error {
-        Some(StorageError::Full { .. }) => (Code::ResourceExhausted, ErrorCode::StorageFull),
-        Some(StorageError::RecordTooLarge { .. }) => {
-            (Code::InvalidArgument, ErrorCode::EventTooLarge)
-        }
-        Some(StorageError::Closed) => (Code::Unavailable, ErrorCode::ShuttingDown),
+fn storage_codes(fault: Option<StorageFault>) -> (Code, ErrorCode) {
+    match fault {
+        Some(StorageFault::Full) => (Code::ResourceExhausted, ErrorCode::StorageFull),
+        Some(StorageFault::RecordTooLarge) => (Code::InvalidArgument, ErrorCode::EventTooLarge),
+        Some(StorageFault::Closed) => (Code::Unavailable, ErrorCode::ShuttingDown),
         _ => (Code::Internal, ErrorCode::StorageFailure),
     }
 }
 
 fn message(error: &BrokerError) -> String {
-    match error.storage_error() {
-        Some(StorageError::Full { .. }) => format!(
+    match error.storage_fault() {
+        Some(StorageFault::Full) => format!(
             "{error}; nothing of this request was stored; free space on the broker's data volume (or lower retention) and retry"
         ),
-        Some(StorageError::RecordTooLarge { .. }) => {
+        Some(StorageFault::RecordTooLarge) => {
             format!("{error}; send smaller batches to this topic")
         }
-        Some(StorageError::Closed) => {
+        Some(StorageFault::Closed) => {
             format!("{error}; the topic was deleted or the broker is shutting down")
         }
         _ => error.to_string(),
@@ -326,6 +324,7 @@ mod tests {
     use herald::StatusExt;
 
     use super::*;
+    use crate::storage::StorageError;
 
     #[test]
     fn disk_full_is_resource_exhausted_with_storage_full_code() {

@@ -16,9 +16,8 @@ use super::ApiContext;
 use super::convert::{delivered_event, subscription_kind_to_proto, subscription_spec};
 use super::limits;
 use super::status::{inline_error, invalid_request, protocol_violation};
-use super::subscriber::chunks;
 use super::wire::subscribe_reply::Response as ServerMessage;
-use super::wire::{SubscribeReply as SubscribeResponse, WireEventBatch as EventBatch};
+use super::wire::{SubscribeReply as SubscribeResponse, WireEventBatch as EventBatch, chunks};
 use crate::broker::subscription::{AttachOptions, Consumer, ConsumerEvent, HeldReason};
 use crate::broker::{BrokerError, Position};
 

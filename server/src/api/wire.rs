@@ -258,6 +258,32 @@ impl prost::Message for PublishStreamReply {
     }
 }
 
+/// Bytes kept free in each response for its framing, so a response of
+/// events that each fit the message limit never exceeds it.
+const RESPONSE_OVERHEAD: usize = 1024;
+
+/// Splits events into groups whose encoding stays under `max_bytes` (a
+/// single event larger than that goes alone).
+pub fn chunks(events: Vec<WireDelivered>, max_bytes: usize) -> Vec<Vec<WireDelivered>> {
+    let budget = max_bytes.saturating_sub(RESPONSE_OVERHEAD);
+    let mut groups = Vec::new();
+    let mut group: Vec<WireDelivered> = Vec::new();
+    let mut bytes = 0;
+    for event in events {
+        let size = prost::Message::encoded_len(&event) + 8;
+        if !group.is_empty() && bytes + size > budget {
+            groups.push(std::mem::take(&mut group));
+            bytes = 0;
+        }
+        bytes += size;
+        group.push(event);
+    }
+    if !group.is_empty() {
+        groups.push(group);
+    }
+    groups
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

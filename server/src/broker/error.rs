@@ -185,6 +185,16 @@ impl BrokerError {
         }
     }
 
+    /// The kind of storage failure underneath, if this is one.
+    pub fn storage_fault(&self) -> Option<StorageFault> {
+        Some(match self.storage_error()? {
+            StorageError::Full { .. } => StorageFault::Full,
+            StorageError::RecordTooLarge { .. } => StorageFault::RecordTooLarge,
+            StorageError::Closed => StorageFault::Closed,
+            _ => StorageFault::Failed,
+        })
+    }
+
     /// The storage error underneath, if this is one.
     pub fn storage_error(&self) -> Option<&StorageError> {
         match self {
@@ -193,6 +203,20 @@ impl BrokerError {
             _ => None,
         }
     }
+}
+
+/// What kind of storage failure a [`BrokerError`] carries, for callers
+/// that answer each kind differently (the api layer's status mapping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFault {
+    /// The data volume is full; nothing of the failed write was stored.
+    Full,
+    /// One record can never fit in a segment.
+    RecordTooLarge,
+    /// The log was closed (topic deleted or shutting down).
+    Closed,
+    /// Any other I/O failure or corruption.
+    Failed,
 }
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

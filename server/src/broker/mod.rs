@@ -22,6 +22,7 @@ pub mod publish;
 pub mod reader;
 mod records;
 mod storage_health;
+mod stored_event;
 pub mod subscription;
 mod telemetry;
 pub mod topic;
@@ -40,6 +41,7 @@ pub use encoded_event::EncodedEvent;
 pub use error::{BrokerError, Result};
 pub use position::Position;
 pub use publish::{EventId, MAX_EVENT_ID_BYTES, PendingPublish, PublishReceipt, partition_for_key};
+pub use stored_event::StoredEvent;
 pub use topic::{
     Fsync, TopicInfo, TopicSettings, TopicSettingsPatch, TopicStats, validate_topic_name,
 };

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use futures::future::select_all;
 use tokio::sync::watch;
 
-use super::{Broker, BrokerError, Position, Result};
-use crate::storage::{PartitionLog, StoredRecord};
+use super::{Broker, BrokerError, Position, Result, StoredEvent};
+use crate::storage::PartitionLog;
 
 /// Most records one storage read returns: small enough that a synchronous
 /// read does not hold up the runtime, large enough to amortize the call.
@@ -114,7 +114,7 @@ impl Reader {
     ///
     /// Cancel-safe: the only await is the wait for new events, and a cursor
     /// moves only after its records are in hand.
-    pub async fn next_batch(&mut self) -> Option<Result<(u32, Vec<StoredRecord>)>> {
+    pub async fn next_batch(&mut self) -> Option<Result<(u32, Vec<StoredEvent>)>> {
         loop {
             if self.done || self.remaining == Some(0) || self.cursors.is_empty() {
                 return None;
@@ -141,7 +141,7 @@ impl Reader {
 
     /// Tries each partition once, starting at `turn`; the first with records
     /// answers. `None` when every partition is caught up.
-    fn read_round(&mut self) -> Result<Option<(u32, Vec<StoredRecord>)>> {
+    fn read_round(&mut self) -> Result<Option<(u32, Vec<StoredEvent>)>> {
         let max_records = self
             .remaining
             .map_or(CHUNK_RECORDS, |r| r.min(CHUNK_RECORDS as u64) as usize);
@@ -166,7 +166,8 @@ impl Reader {
                 *remaining -= records.len() as u64;
             }
             self.turn = (index + 1) % count;
-            return Ok(Some((cursor.partition, records)));
+            let events = records.into_iter().map(StoredEvent::from).collect();
+            return Ok(Some((cursor.partition, events)));
         }
         Ok(None)
     }
@@ -250,7 +251,7 @@ mod tests {
         {
             let (partition, records) = batch.unwrap();
             for record in records {
-                let event = Event::decode(record.payload).unwrap();
+                let event = Event::decode(record.bytes).unwrap();
                 out.push((partition, record.offset, event.id));
             }
         }
@@ -420,7 +421,7 @@ mod tests {
             .expect("the follower wakes on publish")
             .unwrap()
             .unwrap();
-        assert_eq!(Event::decode(records[0].payload.clone()).unwrap().id, "new");
+        assert_eq!(Event::decode(records[0].bytes.clone()).unwrap().id, "new");
     }
 
     #[tokio::test]

@@ -28,7 +28,6 @@ pub(crate) use task::{SubscriptionTask, TaskContext};
 
 use super::error::{BrokerError, Result};
 use super::position::Position;
-use crate::storage::StoredRecord;
 
 /// Longest accepted ack deadline.
 pub const MAX_ACK_DEADLINE: Duration = Duration::from_secs(3600);
@@ -81,7 +80,7 @@ pub struct AttachOptions {
 #[derive(Debug, Clone)]
 pub struct DeliveredRecord {
     pub partition: u32,
-    pub record: StoredRecord,
+    pub record: crate::broker::StoredEvent,
     pub attempt: u32,
     pub handle: String,
     pub epoch: u64,

@@ -338,7 +338,7 @@ impl SubscriptionTask {
                         .or_default()
                         .push(DeliveredRecord {
                             partition: d.handle.partition,
-                            record,
+                            record: record.into(),
                             attempt: d.attempt,
                             handle: d.handle.to_string(),
                             epoch: d.epoch,

@@ -180,7 +180,10 @@ impl Broker {
 
     /// The partition logs of a topic, by partition index (for readers and
     /// subscriptions).
-    pub fn partition_logs(&self, topic: &str) -> Result<Vec<Arc<dyn PartitionLog>>> {
+    pub(in crate::broker) fn partition_logs(
+        &self,
+        topic: &str,
+    ) -> Result<Vec<Arc<dyn PartitionLog>>> {
         validate_topic_name(topic)?;
         let topic = self.topic(topic)?;
         Ok(topic.partitions.iter().map(|p| p.log.clone()).collect())
