@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::ApiContext;
 use super::convert::{self, settings_patch};
-use super::status::{invalid_request, task_failed};
+use super::status::invalid_request;
 use crate::broker::Position;
 
 /// The Admin service.
@@ -31,11 +31,12 @@ impl Admin for AdminService {
         let patch = settings_patch(request.config.as_ref())?;
         // Creating waits on fsyncs: off the async workers, so creates of
         // different topics overlap and publishes keep flowing meanwhile.
-        let broker = self.ctx.broker.clone();
         let name = request.name;
-        let info = tokio::task::spawn_blocking(move || broker.create_topic(&name, &patch))
-            .await
-            .map_err(|e| task_failed("creating the topic", e))??;
+        let info = self
+            .ctx
+            .broker
+            .run_blocking(move |broker| broker.create_topic(&name, &patch))
+            .await?;
         tracing::info!(topic = %info.name, partitions = info.settings.partitions, "topic created");
         Ok(Response::new(convert::topic(&info)))
     }
@@ -68,7 +69,12 @@ impl Admin for AdminService {
     ) -> Result<Response<Topic>, Status> {
         let request = request.into_inner();
         let patch = settings_patch(request.config.as_ref())?;
-        let info = self.ctx.broker.update_topic(&request.name, &patch)?;
+        let name = request.name;
+        let info = self
+            .ctx
+            .broker
+            .run_blocking(move |broker| broker.update_topic(&name, &patch))
+            .await?;
         tracing::info!(topic = %info.name, "topic updated");
         Ok(Response::new(convert::topic(&info)))
     }
@@ -108,7 +114,8 @@ impl Admin for AdminService {
         let info = self
             .ctx
             .broker
-            .create_subscription(&r.topic, &r.name, &spec)?;
+            .run_blocking(move |broker| broker.create_subscription(&r.topic, &r.name, &spec))
+            .await?;
         Ok(Response::new(convert::subscription(&info)))
     }
 

@@ -312,11 +312,6 @@ pub fn inline_error(code: ErrorCode, message: &str) -> SubscribeReply {
     }
 }
 
-/// A broker task the handler waited on panicked or was cancelled.
-pub fn task_failed(what: &str, error: tokio::task::JoinError) -> tonic::Status {
-    tonic::Status::internal(format!("{what} failed: {error}"))
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

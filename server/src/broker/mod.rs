@@ -2,10 +2,13 @@
 //! library. It knows nothing of tonic; the api layer and tests drive it
 //! through [`Broker`], a cheap cloneable handle.
 //!
-//! Lock order: `Inner::admin` (create/delete/update) before any topic's
-//! `settings`; no lock is held across an `.await`. `CreateTopic` holds
-//! `admin` only to reserve the name and to register the topic, not while
-//! storage creates it, so creates of different topics overlap their fsyncs.
+//! Lock order: `Inner::admin` (create/delete/update of topics and
+//! subscriptions) before a topic's `subscriptions`, before its `settings`;
+//! no lock is held across an `.await`. `CreateTopic` holds `admin` only to
+//! reserve the name and to register the topic, not while storage creates
+//! it, so creates of different topics overlap their fsyncs. Admin work that
+//! writes metadata runs on the blocking pool ([`Broker::run_blocking`]);
+//! see `storage` for what blocks and who batches.
 //!
 //! Where each path lives:
 //! - [`publish`]: `Broker::submit`/`publish` and the partition writers;
@@ -182,6 +185,24 @@ impl Broker {
     /// last append succeeded, else a description of a failure.
     pub fn storage_health(&self) -> tokio::sync::watch::Receiver<Option<String>> {
         self.inner.storage_health.watch()
+    }
+
+    /// Runs `work`, which blocks on storage (metadata writes and their
+    /// fsyncs), on tokio's blocking pool so the async workers keep serving
+    /// publishes and deliveries meanwhile. A panic in `work` resumes here.
+    pub async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Broker) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let broker = self.clone();
+        match tokio::task::spawn_blocking(move || work(&broker)).await {
+            Ok(outcome) => outcome,
+            Err(join) => match join.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // The runtime is shutting down and never ran it.
+                Err(_) => Err(BrokerError::ShuttingDown),
+            },
+        }
     }
 
     /// True once [`Broker::shutdown`] has begun.

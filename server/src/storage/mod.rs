@@ -11,6 +11,33 @@
 //!   sparse offset and time indexes, group-commit fsync, crash recovery.
 //! - [`memory::MemoryStorage`]: the same semantics in memory, for tests and
 //!   the in-process broker.
+//!
+//! # What may block
+//! - [`PartitionLog::append`] is async but does its `pwrite` on the calling
+//!   task, under the log's lock: a copy into the page cache, never an
+//!   fsync. Durability is awaited, not waited for: fsyncs run on the file
+//!   store's sync pool (`file::sync_pool`, four threads shared by every
+//!   log), which wakes the appenders whose bytes it made durable.
+//! - [`PartitionLog::read`], `offset_for_timestamp` and `stats` are
+//!   synchronous `pread`s (or memory reads) called from async tasks. They
+//!   are short: a read is bounded by its record and byte budget, and the
+//!   bytes are usually in the page cache because they were just written.
+//! - Every [`Storage`] method (create, delete, metadata and cursor writes)
+//!   blocks on fsyncs of files and directories. Callers run them off the
+//!   async workers: the broker's admin paths go through
+//!   `Broker::run_blocking` (tokio's blocking pool), and the cursor flusher
+//!   calls `write_cursor` on the blocking pool too. `Broker::open` calls
+//!   them before serving starts.
+//!
+//! # Who batches, who fsyncs
+//! The broker's partition writer (`broker::publish::writer`) owns
+//! batching: it is the only appender of a partition, keeps one append in
+//! flight, and merges everything that queued meanwhile into the next one
+//! (up to 4 MiB), so one write and one fsync carry many publishes. The log
+//! owns fsync: under the `batch` policy an append returns once a sync round
+//! has covered its bytes, and a round covers every append written before it
+//! started, so concurrent appenders of one log (the storage bench, tests)
+//! share fsyncs as well; `interval` and `none` answer after the write.
 
 pub mod dedup;
 pub mod file;

@@ -221,7 +221,15 @@ impl Broker {
                 topic: topic.to_owned(),
             });
         }
-        let handle = self.topic_for_publish(topic)?;
+        let handle = match self.inner.topics.get(topic) {
+            Some(handle) => handle.value().clone(),
+            // First publish to a topic: creating it writes metadata.
+            None => {
+                let name = topic.to_owned();
+                self.run_blocking(move |broker| broker.topic_for_publish(&name))
+                    .await?
+            }
+        };
         let max_event_bytes = handle.settings.read().max_event_bytes;
         let partition_count = handle.partitions.len() as u32;
         // Keyless events without an id share a partition per publish (sticky

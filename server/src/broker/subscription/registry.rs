@@ -86,10 +86,15 @@ impl Broker {
             }
         }
         stop_subscription(&handle).await;
-        self.inner
-            .storage
-            .delete_subscription(topic, name)
-            .map_err(BrokerError::metadata)?;
+        let (t, n) = (topic.to_owned(), name.to_owned());
+        self.run_blocking(move |broker| {
+            broker
+                .inner
+                .storage
+                .delete_subscription(&t, &n)
+                .map_err(BrokerError::metadata)
+        })
+        .await?;
         tracing::info!(topic, subscription = name, "subscription deleted");
         Ok(self
             .retire_dead_letter_topic(topic, name, &handle.info.settings)
@@ -177,15 +182,20 @@ impl Broker {
         }
         validate_topic_name(topic)?;
         validate_subscription_name(name)?;
-        let handle = {
-            let topic_handle = self.topic_for_publish(topic)?;
-            let mut admin = self.inner.admin.lock();
-            let existing = topic_handle.subscriptions.lock().get(name).cloned();
-            match existing {
-                Some(handle) => handle,
-                None => {
-                    self.create_subscription_locked(&mut admin, topic, &topic_handle, name, spec)?
-                }
+        let existing = self
+            .inner
+            .topics
+            .get(topic)
+            .and_then(|t| t.subscriptions.lock().get(name).cloned());
+        let handle = match existing {
+            Some(handle) => handle,
+            // Creating the subscription (and maybe its topic) writes metadata.
+            None => {
+                let (topic, name, spec) = (topic.to_owned(), name.to_owned(), spec.clone());
+                self.run_blocking(move |broker| {
+                    broker.subscription_for_attach(&topic, &name, &spec)
+                })
+                .await?
             }
         };
         if handle.info.settings.kind != spec.kind {
@@ -221,6 +231,23 @@ impl Broker {
             handle.detaches.clone(),
             attached,
         ))
+    }
+
+    /// The subscription an attach joins, created from `spec` if missing.
+    /// Blocks on metadata writes when it creates.
+    fn subscription_for_attach(
+        &self,
+        topic: &str,
+        name: &str,
+        spec: &SubscriptionSpec,
+    ) -> Result<Arc<SubscriptionHandle>> {
+        let topic_handle = self.topic_for_publish(topic)?;
+        let mut admin = self.inner.admin.lock();
+        let existing = topic_handle.subscriptions.lock().get(name).cloned();
+        match existing {
+            Some(handle) => Ok(handle),
+            None => self.create_subscription_locked(&mut admin, topic, &topic_handle, name, spec),
+        }
     }
 
     fn subscription(&self, topic: &str, name: &str) -> Result<Arc<SubscriptionHandle>> {

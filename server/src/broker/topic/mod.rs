@@ -150,11 +150,16 @@ impl Broker {
         }
         // Writers end once in-flight publishes drop their handles; appends
         // racing the delete fail with a storage "closed" error.
+        let owned = name.to_owned();
         let deleted = self
-            .inner
-            .storage
-            .delete_topic(name)
-            .map_err(BrokerError::metadata);
+            .run_blocking(move |broker| {
+                broker
+                    .inner
+                    .storage
+                    .delete_topic(&owned)
+                    .map_err(BrokerError::metadata)
+            })
+            .await;
         self.inner.storage_health.forget_topic(name);
         deleted?;
         let mut kept = Vec::new();
