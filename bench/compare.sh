@@ -166,7 +166,7 @@ fi
 (cd "$ROOT/bench/peers" && go build -o "$TOOLS/bin/peers" .)
 HERALD_BIN="${HERALD_BIN:-$ROOT/target/release/herald}"
 if [ ! -x "$HERALD_BIN" ]; then
-  cargo build --release -p herald-server --bin herald
+  cargo build --release -p herald-cli --bin herald
 fi
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) herald=$("$HERALD_BIN" --version 2>/dev/null || echo '?')" \

@@ -2,7 +2,7 @@
 # Publish throughput and latency with tracing off, exporting at 1 % and at
 # 100 % sampling (to a local OTLP sink), runs alternating A B C A B C ...
 #   scripts/bench-tracing.sh [rounds=3] [duration=10s]
-# Needs: cargo build --release -p herald-server --bin herald --example otlp_sink
+# Needs: cargo build --release -p herald-cli --bin herald -p herald-server --example otlp_sink
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}

@@ -61,7 +61,7 @@ step "tests"
 cargo test --workspace --locked
 
 step "SDK tests against a real herald process"
-cargo build -p herald-server --locked --bin herald
+cargo build -p herald-cli --locked --bin herald
 export HERALD_BIN="$PWD/target/debug/herald"
 for test in sdks/*/test.sh; do
   [[ -x "$test" ]] || continue

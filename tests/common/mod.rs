@@ -22,7 +22,7 @@ pub fn herald_bin() -> PathBuf {
             return PathBuf::from(path);
         }
         let build = escargot::CargoBuild::new()
-            .package("herald-server")
+            .package("herald-cli")
             .bin("herald")
             .manifest_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
         let build = if cfg!(debug_assertions) {

@@ -1,5 +1,10 @@
-//! The `herald` binary: `herald serve` runs the broker; `herald stats`
-//! shows a running one's topics and subscriptions; `herald bench` measures it.
+//! The `herald` binary, a package of its own so that the broker library
+//! (`herald-server`) holds the broker only: `herald serve` runs the broker;
+//! `herald stats` shows a running one's topics and subscriptions; `herald
+//! bench` measures it.
+
+mod error_report;
+mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,7 +45,7 @@ enum Command {
     /// Run the broker.
     Serve(ServeArgs),
     /// Show a running server's topics and subscriptions (rates, backlog, lag).
-    Stats(herald_server::stats::StatsArgs),
+    Stats(stats::StatsArgs),
     /// Measure storage, publishing, subscriptions and startup.
     #[command(subcommand)]
     Bench(herald_server::bench::cli::BenchCommand),
@@ -171,7 +176,7 @@ fn main() -> ExitCode {
         let telemetry = herald_server::telemetry::init(&telemetry_config)?;
         let result = match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Stats(args) => herald_server::stats::run(args).await.map_err(Into::into),
+            Command::Stats(args) => stats::run(args).await.map_err(Into::into),
             Command::Bench(command) => herald_server::bench::cli::run(command).await,
         };
         flush(telemetry).await;
@@ -181,7 +186,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // Once: as a JSON log line for machines, else as one plain line.
-            let line = herald_server::error_report::describe(error.as_ref());
+            let line = error_report::describe(error.as_ref());
             match telemetry_config.log_format {
                 LogFormat::Json => tracing::error!("{line}"),
                 LogFormat::Human => eprintln!("herald: error: {line}"),
