@@ -1,12 +1,10 @@
 //! The Herald broker as a library: `storage` (durable logs, no gRPC),
 //! `broker` (topics and publishing, no tonic), `api` (thin tonic services),
 //! `server` (config, health, reflection, shutdown) that the `herald` binary
-//! (`herald-cli`) runs, `metrics` (the Prometheus endpoint), `bench` (the
-//! load generators behind `herald bench`) and `testing` (an in-process
-//! server for tests).
+//! (`herald-cli`) runs, `metrics` (the Prometheus endpoint) and `testing`
+//! (an in-process server for tests).
 
 pub mod api;
-pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod metrics;

@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use herald::v1::Event;
+use herald_server::broker::{Broker, BrokerConfig, Fsync, TopicSettings, TopicSettingsPatch};
+use herald_server::storage::file::FileStorage;
+use herald_server::storage::{NewRecord, Storage};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::process::spawn_until_serving;
 use super::scratch::ScratchDir;
 use super::summary::{Spread, per_sec};
-use crate::broker::{Broker, BrokerConfig, Fsync, TopicSettings, TopicSettingsPatch};
-use crate::storage::file::FileStorage;
-use crate::storage::{NewRecord, Storage};
 
 /// Topic holding the recovery log.
 const RECOVERY_TOPIC: &str = "recovery";

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use herald_server::storage::file::FileLog;
+use herald_server::storage::{FsyncPolicy, LogConfig, NewRecord, PartitionLog};
 
 use super::scratch::ScratchDir;
 use super::summary::per_sec;
-use crate::storage::file::FileLog;
-use crate::storage::{FsyncPolicy, LogConfig, NewRecord, PartitionLog};
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -1,10 +1,9 @@
 //! An in-memory broker on 127.0.0.1:0 for the end-to-end tests of the
 //! gRPC benchmarks.
 
+use herald_server::config::ServerConfig;
+use herald_server::server::{BoundServer, ServerError};
 use tokio_util::sync::CancellationToken;
-
-use crate::config::ServerConfig;
-use crate::server::{BoundServer, ServerError};
 
 /// A running in-process server; [`stop`](Self::stop) it at the end.
 pub struct TestServer {

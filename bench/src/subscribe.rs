@@ -22,6 +22,9 @@ use herald::v1::subscribe_request::Request as ClientMessage;
 use herald::v1::{
     Ack, Attach, Credit, Event, Position, SubscribeRequest, SubscriptionType, position,
 };
+use herald_server::api::wire::subscribe_reply::Response as ServerMessage;
+use herald_server::api::wire::{SubscribeReply, WireDelivered};
+use herald_server::broker::{EncodedEvent, Fsync};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -33,9 +36,6 @@ use super::progress::{Progress, Tally};
 use super::publish::{self, Batches};
 use super::rss::{RssSampler, RssSummary};
 use super::summary::{self, LatencySummary};
-use crate::api::wire::subscribe_reply::Response as ServerMessage;
-use crate::api::wire::{SubscribeReply, WireDelivered};
-use crate::broker::{EncodedEvent, Fsync};
 
 const SUBSCRIBE_PATH: &str = "/herald.v1.Subscriber/Subscribe";
 
@@ -814,7 +814,7 @@ impl std::fmt::Display for SubscribeReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::test_server::TestServer;
+    use crate::test_server::TestServer;
 
     #[test]
     fn stamps_round_trip_and_plain_data_has_none() {

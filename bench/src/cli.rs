@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use herald_server::broker::Fsync;
+use herald_server::storage::FsyncPolicy;
 
 use super::load::LoadOptions;
 use super::publish::{PublishMode, PublishOptions};
 use super::startup::StartupOptions;
 use super::storage::StorageBenchOptions;
 use super::subscribe::SubscribeOptions;
-use crate::broker::Fsync;
-use crate::storage::FsyncPolicy;
 
 /// `herald bench <what>`.
 #[derive(Debug, Subcommand)]

@@ -15,6 +15,8 @@ use herald::v1::{
     CreateTopicRequest, DeleteTopicRequest, ErrorDetail, Event, FsyncPolicy, GetTopicRequest,
     PublishRequest, TopicConfig,
 };
+use herald_server::api::wire::PublishStreamFrame;
+use herald_server::broker::Fsync;
 use parking_lot::Mutex;
 use prost::Message;
 use tokio::sync::{Semaphore, mpsc};
@@ -25,8 +27,6 @@ use super::load::{self, LoadOptions, LoadOutcome, LoadReport, Run};
 use super::pacing::Pacer;
 use super::progress::Tally;
 use super::summary;
-use crate::api::wire::PublishStreamFrame;
-use crate::broker::Fsync;
 
 /// `herald.v1.PublishStreamResponse` with each result left undecoded: the
 /// load generator only counts them, and decoding a `PublishResult` (an id
@@ -322,7 +322,7 @@ async fn one_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::test_server::TestServer;
+    use crate::test_server::TestServer;
 
     /// End to end against an in-process server: both modes publish for a
     /// short while and every batch is acknowledged.
