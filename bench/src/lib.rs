@@ -1,5 +1,7 @@
-//! Benchmarks run by `herald bench`, kept in the library so they can be
-//! tested and reused by the CLI.
+//! Benchmarks run by `herald bench`, a crate of their own so that the
+//! broker library (`herald-server`) holds the broker only and does not pull
+//! in the load generator's histograms and progress bars. The `herald`
+//! binary (`herald-cli`) parses [`BenchCommand`] and hands it to [`run`].
 
 pub mod baseline;
 pub mod cli;
@@ -17,3 +19,5 @@ pub mod summary;
 #[cfg(test)]
 mod test_server;
 pub mod topics;
+
+pub use cli::{BenchCommand, run};

@@ -48,7 +48,7 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Measure storage, publishing, subscriptions and startup.
     #[command(subcommand)]
-    Bench(herald_bench::cli::BenchCommand),
+    Bench(herald_bench::BenchCommand),
 }
 
 #[derive(clap::Args)]
@@ -177,7 +177,7 @@ fn main() -> ExitCode {
         let result = match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Stats(args) => stats::run(args).await.map_err(Into::into),
-            Command::Bench(command) => herald_bench::cli::run(command).await,
+            Command::Bench(command) => herald_bench::run(command).await,
         };
         flush(telemetry).await;
         result
