@@ -57,7 +57,7 @@ func newServer(t *testing.T, addr string, extra ...string) *testServer {
 	t.Helper()
 	bin := heraldBin(t)
 	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("no herald binary at %s (set HERALD_BIN, or cargo build -p herald): %v", bin, err)
+		t.Fatalf("no herald binary at %s (set HERALD_BIN, or cargo build -p herald-cli): %v", bin, err)
 	}
 	return &testServer{t: t, bin: bin, addr: addr, dataDir: t.TempDir(), extra: extra, Endpoint: "http://" + addr}
 }

@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 ROOT=$(cd ../.. && pwd)
 export HERALD_BIN="${HERALD_BIN:-$ROOT/target/debug/herald}"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
-[[ -x "$HERALD_BIN" ]] || { echo "no herald at $HERALD_BIN: cargo build -p herald or set HERALD_BIN" >&2; exit 1; }
+[[ -x "$HERALD_BIN" ]] || { echo "no herald at $HERALD_BIN: cargo build -p herald-cli or set HERALD_BIN" >&2; exit 1; }
 
 echo "==> go vet, gofmt"
 go vet ./...

@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 ROOT=$(cd ../.. && pwd)
 export HERALD_BIN="${HERALD_BIN:-$ROOT/target/debug/herald}"
 if [[ ! -x "$HERALD_BIN" ]]; then
-  echo "no herald binary at $HERALD_BIN: build it (cargo build -p herald) or set HERALD_BIN" >&2
+  echo "no herald binary at $HERALD_BIN: build it (cargo build -p herald-cli) or set HERALD_BIN" >&2
   exit 1
 fi
 ./build.sh
