@@ -672,3 +672,352 @@ proptest! {
         }
     }
 }
+
+// What each type's routing promises on its own. The invariants above hold
+// for every type; these replay the same random `Step`s through one driver,
+// `Scenario`, and judge the outputs with the rules of a single type.
+
+const SCENARIO_PARTITIONS: usize = 3;
+
+/// A random scenario played against a dispatcher by well-behaved clients:
+/// they ack and nack only handles they were given and drop a handle once
+/// its event is delivered again.
+struct Scenario {
+    d: Dispatcher,
+    now: Instant,
+    next_offset: [u64; SCENARIO_PARTITIONS],
+    /// Position of each offered event in offer order.
+    offered: HashMap<EventRef, u64>,
+    /// Attached consumers and the credits they have left, as the model
+    /// counts them.
+    credits: BTreeMap<u64, i64>,
+    /// Deliveries each consumer may still ack or nack.
+    held: BTreeMap<u64, Vec<Delivery>>,
+    /// Consumer holding each delivered event, to drop superseded handles.
+    holder: HashMap<EventRef, u64>,
+}
+
+/// What one step did.
+struct Played {
+    /// Set when the step was an attach and it was refused.
+    refused: Option<AttachRefusal>,
+    /// Everything the dispatcher asked for, the closing dispatch pass included.
+    outputs: Vec<Output>,
+    /// What was outstanding, and where, just before that pass: the
+    /// deliveries it makes are judged against it.
+    outstanding: Vec<(EventRef, ConsumerId)>,
+}
+
+impl Scenario {
+    fn new(d: Dispatcher) -> Self {
+        Self {
+            d,
+            now: Instant::now(),
+            next_offset: [0; SCENARIO_PARTITIONS],
+            offered: HashMap::new(),
+            credits: BTreeMap::new(),
+            held: BTreeMap::new(),
+            holder: HashMap::new(),
+        }
+    }
+
+    fn name(id: u64) -> String {
+        format!("c{id}")
+    }
+
+    /// The key of an event: five keys spread over the partitions.
+    fn key(event: EventRef) -> u64 {
+        hash64(&format!("{}", (event.0 as u64 * 7 + event.1) % 5))
+    }
+
+    /// Applies `step`, then a dispatch pass, as the subscription task would.
+    fn play(&mut self, step: &Step) -> Played {
+        let mut refused = None;
+        let mut outputs = Vec::new();
+        match *step {
+            Step::Attach(c, p, n) => {
+                let id = c as u64;
+                match self.d.attach(id, &Self::name(id), p as i32, n as u64) {
+                    Ok(out) => {
+                        self.credits.insert(id, n as i64);
+                        self.held.insert(id, Vec::new());
+                        outputs = out;
+                    }
+                    Err(refusal) => refused = Some(refusal),
+                }
+            }
+            Step::Detach(c) => {
+                let id = c as u64;
+                if self.credits.remove(&id).is_some() {
+                    for x in self.held.remove(&id).unwrap_or_default() {
+                        self.holder.remove(&(x.handle.partition, x.handle.offset));
+                    }
+                    outputs = self.d.detach(id, self.now);
+                }
+            }
+            Step::Credit(c, n) => {
+                if let Some(credits) = self.credits.get_mut(&(c as u64)) {
+                    *credits += n as i64;
+                    self.d.credit(c as u64, n as u64);
+                }
+            }
+            Step::Offer(p, n) => {
+                for _ in 0..n {
+                    let event = (p as u32, self.next_offset[p as usize]);
+                    self.next_offset[p as usize] += 1;
+                    self.offered.insert(event, self.offered.len() as u64);
+                    let keyed = self.d.kind() == SubscriptionKind::KeyShared;
+                    self.d.offer(event, keyed.then(|| Self::key(event)));
+                }
+            }
+            Step::AckSome(c, n) => {
+                let id = c as u64;
+                let handles = self.take(id, n);
+                self.d.ack(id, handles.iter().map(String::as_str), false);
+            }
+            Step::NackSome(c, n) => {
+                let id = c as u64;
+                let handles = self.take(id, n);
+                let (_, out) = self.d.nack(
+                    id,
+                    handles.iter().map(String::as_str),
+                    None,
+                    "nack",
+                    self.now,
+                );
+                outputs = out;
+            }
+            Step::Advance(ms) => {
+                self.now += Duration::from_millis(ms as u64);
+                outputs = self.d.tick(self.now);
+            }
+        }
+        self.absorb(&outputs);
+        let outstanding = self.d.outstanding();
+        let pass = self.d.dispatch(self.now);
+        self.absorb(&pass);
+        outputs.extend(pass);
+        Played {
+            refused,
+            outputs,
+            outstanding,
+        }
+    }
+
+    /// The handles of the first `n` deliveries `consumer` holds, given up.
+    fn take(&mut self, consumer: u64, n: u8) -> Vec<String> {
+        let Some(held) = self.held.get_mut(&consumer) else {
+            return Vec::new();
+        };
+        let taken: Vec<Delivery> = held.drain(..(n as usize).min(held.len())).collect();
+        for x in &taken {
+            self.holder.remove(&(x.handle.partition, x.handle.offset));
+        }
+        taken.iter().map(|x| x.handle.to_string()).collect()
+    }
+
+    fn absorb(&mut self, outputs: &[Output]) {
+        for o in outputs {
+            match o {
+                Output::Deliver(x) => {
+                    let event = (x.handle.partition, x.handle.offset);
+                    // Delivered again: the earlier handle was revoked.
+                    if let Some(old) = self.holder.insert(event, x.consumer)
+                        && let Some(held) = self.held.get_mut(&old)
+                    {
+                        held.retain(|y| (y.handle.partition, y.handle.offset) != event);
+                    }
+                    if let Some(credits) = self.credits.get_mut(&x.consumer) {
+                        *credits -= 1;
+                    }
+                    self.held.entry(x.consumer).or_default().push(x.clone());
+                }
+                Output::DeadLetter { event, .. } => self.d.dead_lettered(*event, true, self.now),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec(step(), 1..120)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Exclusive: while a consumer is attached every other attach is
+    /// refused naming it, it gets every delivery, and each partition's
+    /// first deliveries come in offset order.
+    #[test]
+    fn exclusive_routing_serves_only_its_one_consumer(max_attempts in 0u32..4, steps in steps()) {
+        let mut s = Scenario::new(dispatcher(SubscriptionKind::Exclusive, SCENARIO_PARTITIONS, max_attempts));
+        let mut first_offsets: [Option<u64>; SCENARIO_PARTITIONS] = [None; SCENARIO_PARTITIONS];
+        for step in &steps {
+            let before = s.credits.keys().next().copied();
+            let played = s.play(step);
+            if let Step::Attach(c, ..) = *step {
+                match (before, &played.refused) {
+                    (None, None) => {}
+                    (Some(h), Some(AttachRefusal::ExclusiveHeld { holder })) => {
+                        prop_assert_eq!(holder, &Scenario::name(h));
+                    }
+                    (h, r) => prop_assert!(false, "attach of c{} while {:?} held it: {:?}", c, h, r),
+                }
+            }
+            prop_assert!(s.credits.len() <= 1, "two consumers attached");
+            let only = s.credits.keys().next().copied();
+            for x in deliveries(&played.outputs) {
+                prop_assert_eq!(Some(x.consumer), only, "delivered past the one consumer");
+                prop_assert_eq!(x.epoch, 0);
+                if x.attempt == 1 {
+                    let last = first_offsets[x.handle.partition as usize].replace(x.handle.offset);
+                    prop_assert!(last.is_none_or(|o| o < x.handle.offset), "first deliveries out of order");
+                }
+            }
+        }
+    }
+
+    /// Shared: a delivery goes only to an attached consumer with a credit
+    /// to spend and room under the unacked limit, and an event waits only
+    /// while no consumer could take it.
+    #[test]
+    fn shared_routing_fills_every_consumer_within_its_limits(max_unacked in 1u64..6, max_attempts in 0u32..4, steps in steps()) {
+        let d = Dispatcher::new(
+            SubscriptionKind::Shared,
+            RedeliveryPolicy {
+                min_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(1),
+                multiplier: 2.0,
+                max_delivery_attempts: max_attempts,
+            },
+            Duration::from_secs(5),
+            max_unacked,
+            vec![AckSet::default(); SCENARIO_PARTITIONS],
+        );
+        let mut s = Scenario::new(d);
+        for step in &steps {
+            let played = s.play(step);
+            for x in deliveries(&played.outputs) {
+                prop_assert!(s.credits.contains_key(&x.consumer), "delivered to a detached consumer");
+                prop_assert_eq!(x.epoch, 0);
+            }
+            for o in &played.outputs {
+                if let Output::Held { reason, outstanding, credits, .. } = *o {
+                    match reason {
+                        HeldReason::NoCredits => prop_assert_eq!(credits, 0),
+                        HeldReason::UnackedLimit => prop_assert!(credits > 0 && outstanding >= max_unacked),
+                    }
+                }
+            }
+            let views = s.d.consumers();
+            for v in &views {
+                prop_assert!(v.active);
+                prop_assert!(s.credits[&v.id] >= 0, "credits exceeded");
+                prop_assert_eq!(v.credits as i64, s.credits[&v.id]);
+                prop_assert!(v.outstanding <= max_unacked, "unacked limit exceeded");
+            }
+            if s.d.fresh_len() > 0 {
+                prop_assert!(
+                    views.iter().all(|v| v.credits == 0 || v.outstanding >= max_unacked),
+                    "an event waits while a consumer could take it"
+                );
+            }
+        }
+    }
+
+    /// Failover: each partition has exactly one active consumer while any
+    /// is attached, as told by ActiveStatus; only it gets the partition's
+    /// events and holds them outstanding, and a handover raises the epoch.
+    #[test]
+    fn failover_routing_has_one_active_per_partition(max_attempts in 0u32..4, steps in steps()) {
+        let mut s = Scenario::new(dispatcher(SubscriptionKind::Failover, SCENARIO_PARTITIONS, max_attempts));
+        // The partitions each consumer was last told it is active for.
+        let mut told: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+        // The last delivery of each partition: (consumer, epoch).
+        let mut last: [Option<(u64, u64)>; SCENARIO_PARTITIONS] = [None; SCENARIO_PARTITIONS];
+        for step in &steps {
+            if let Step::Detach(c) = *step {
+                told.remove(&(c as u64));
+            }
+            let played = s.play(step);
+            for o in &played.outputs {
+                if let Output::ActiveStatus { consumer, active, partitions, .. } = o {
+                    prop_assert_eq!(*active, !partitions.is_empty());
+                    told.insert(*consumer, partitions.clone());
+                }
+            }
+            let mut owner: [Option<u64>; SCENARIO_PARTITIONS] = [None; SCENARIO_PARTITIONS];
+            for (&c, partitions) in &told {
+                prop_assert!(s.credits.contains_key(&c), "a detached consumer is active");
+                for &p in partitions {
+                    let other = owner[p as usize].replace(c);
+                    prop_assert!(other.is_none(), "partition {} active on {:?} and {}", p, other, c);
+                }
+            }
+            if !s.credits.is_empty() {
+                prop_assert!(owner.iter().all(Option::is_some), "a partition without an active consumer");
+            }
+            for v in s.d.consumers() {
+                prop_assert_eq!(v.active, told.get(&v.id).is_some_and(|p| !p.is_empty()));
+            }
+            for x in deliveries(&played.outputs) {
+                let p = x.handle.partition as usize;
+                prop_assert_eq!(Some(x.consumer), owner[p], "a standby got an event");
+                if let Some((c, epoch)) = last[p] {
+                    if c == x.consumer {
+                        prop_assert!(x.epoch >= epoch, "epoch went back");
+                    } else {
+                        prop_assert!(x.epoch > epoch, "handover without a new epoch");
+                    }
+                }
+                last[p] = Some((x.consumer, x.epoch));
+            }
+            for (e, c) in s.d.outstanding() {
+                prop_assert_eq!(Some(c), owner[e.0 as usize], "outstanding on a consumer not active for it");
+            }
+        }
+    }
+
+    /// Key_shared: between attaches and detaches a key goes to one
+    /// consumer only, a key moves to another consumer only once nothing of
+    /// it is outstanding on the old one, and each key's first deliveries
+    /// come in the order its events were offered.
+    #[test]
+    fn key_shared_routing_keeps_keys_with_their_owner_in_order(max_attempts in 0u32..4, steps in steps()) {
+        let mut s = Scenario::new(dispatcher(SubscriptionKind::KeyShared, SCENARIO_PARTITIONS, max_attempts));
+        // The consumer each key went to since the membership last changed.
+        let mut owner: HashMap<u64, u64> = HashMap::new();
+        // Offer position of each key's latest first delivery.
+        let mut first: HashMap<u64, u64> = HashMap::new();
+        for step in &steps {
+            if matches!(step, Step::Attach(..) | Step::Detach(_)) {
+                owner.clear();
+            }
+            let played = s.play(step);
+            let holders: HashMap<u64, u64> = played
+                .outstanding
+                .iter()
+                .map(|&(e, c)| (Scenario::key(e), c))
+                .collect();
+            for x in deliveries(&played.outputs) {
+                let event = (x.handle.partition, x.handle.offset);
+                let key = Scenario::key(event);
+                prop_assert!(
+                    holders.get(&key).is_none_or(|&c| c == x.consumer),
+                    "a key went to a new consumer while the old one still had it"
+                );
+                prop_assert_eq!(
+                    *owner.entry(key).or_insert(x.consumer),
+                    x.consumer,
+                    "a key moved without a consumer joining or leaving"
+                );
+                if x.attempt == 1 {
+                    let position = s.offered[&event];
+                    let previous = first.insert(key, position);
+                    prop_assert!(previous.is_none_or(|p| p < position), "a key's first deliveries out of order");
+                }
+            }
+        }
+    }
+}
