@@ -4,6 +4,11 @@
 //! subscription task feeds it events and commands and carries out the
 //! [`Output`]s it returns, and tests drive it directly.
 //!
+//! This module is the core every type shares: consumers, credits, the
+//! unacked limit, ack deadlines, nacks, redelivery and dead-lettering, and
+//! the cursors. Who may take an event is each type's own rule, kept in a
+//! file per type and asked through the `Route` interface of `routing.rs`.
+//!
 //! Ordering: redeliveries go before fresh events, each in (partition, offset)
 //! order. An ordering unit (the partition for exclusive and failover, the key
 //! for key_shared) that cannot take its next event blocks its later events
@@ -23,14 +28,19 @@ use tokio::time::Instant;
 
 use super::ack_set::AckSet;
 
+mod exclusive;
+mod failover;
+mod key_shared;
+mod routing;
+mod shared;
+
+use routing::{Consumers, Order, Route, Routing};
+
 /// A consumer attached to the subscription, unique within it.
 pub type ConsumerId = u64;
 
 /// Credits a consumer may hold at once; larger grants are capped.
 pub const MAX_CREDITS: u64 = 100_000;
-
-/// Virtual nodes per consumer on the key_shared hash ring.
-const RING_POINTS: usize = 64;
 
 /// How events are shared among consumers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -200,6 +210,12 @@ struct Consumer {
     held: bool,
 }
 
+impl Consumer {
+    fn can_take(&self, max_unacked: u64) -> bool {
+        self.credits > 0 && self.outstanding < max_unacked
+    }
+}
+
 /// One delivery awaiting its ack.
 #[derive(Debug, Clone)]
 struct Outstanding {
@@ -232,14 +248,15 @@ pub struct ConsumerView {
 /// The delivery state of one subscription.
 #[derive(Debug)]
 pub struct Dispatcher {
-    kind: SubscriptionKind,
+    /// Who may take what: the rules of the subscription type.
+    routing: Routing,
     policy: RedeliveryPolicy,
     ack_deadline: Duration,
     /// Most unacked events one consumer may hold, whatever its credits.
     max_unacked: u64,
     /// Acked offsets per partition: the durable cursor.
     cursors: Vec<AckSet>,
-    consumers: BTreeMap<ConsumerId, Consumer>,
+    consumers: Consumers,
     /// Read from the log, never delivered, in read order (with key hash).
     fresh: VecDeque<(EventRef, Option<u64>)>,
     /// Due for redelivery now, by position.
@@ -258,20 +275,11 @@ pub struct Dispatcher {
     reasons: HashMap<EventRef, String>,
     /// Being published to the dead-letter topic.
     dead_lettering: HashSet<EventRef>,
-    /// key hash -> (consumer holding its outstanding events, how many).
-    key_holders: HashMap<u64, (ConsumerId, u32)>,
-    /// key_shared hash ring: (point, consumer), sorted.
-    ring: Vec<(u64, ConsumerId)>,
-    /// Last consumer served round-robin.
-    round_robin: ConsumerId,
     /// The log holds events not read yet (the task reads only as far as
     /// credits allow), so consumers without credits are holding them up.
     unread: bool,
     /// Next delivery sequence number (handles).
     next_seq: u64,
-    /// Failover: active consumer and epoch per partition.
-    active: Vec<Option<ConsumerId>>,
-    epochs: Vec<u64>,
     counters: Counters,
 }
 
@@ -298,9 +306,8 @@ impl Dispatcher {
         max_unacked: u64,
         cursors: Vec<AckSet>,
     ) -> Self {
-        let partitions = cursors.len();
         Self {
-            kind,
+            routing: Routing::new(kind, cursors.len()),
             policy,
             ack_deadline,
             max_unacked: max_unacked.max(1),
@@ -315,19 +322,14 @@ impl Dispatcher {
             attempts: HashMap::new(),
             reasons: HashMap::new(),
             dead_lettering: HashSet::new(),
-            key_holders: HashMap::new(),
-            ring: Vec::new(),
-            round_robin: 0,
             unread: false,
             next_seq: 1,
-            active: vec![None; partitions],
-            epochs: vec![0; partitions],
             counters: Counters::default(),
         }
     }
 
     pub fn kind(&self) -> SubscriptionKind {
-        self.kind
+        self.routing.kind()
     }
 
     /// The acked offsets of each partition.
@@ -373,10 +375,10 @@ impl Dispatcher {
                 name: c.name.clone(),
                 outstanding: c.outstanding,
                 credits: c.credits,
-                active: match self.kind {
-                    SubscriptionKind::Failover => self.active.contains(&Some(id)),
-                    _ => true,
-                },
+                active: self
+                    .routing
+                    .active_per_partition()
+                    .is_none_or(|active| active.contains(&Some(id))),
             })
             .collect()
     }
@@ -411,12 +413,8 @@ impl Dispatcher {
         priority: i32,
         credits: u64,
     ) -> Result<Vec<Output>, AttachRefusal> {
-        if self.kind == SubscriptionKind::Exclusive
-            && let Some(holder) = self.consumers.values().next()
-        {
-            return Err(AttachRefusal::ExclusiveHeld {
-                holder: holder.name.clone(),
-            });
+        if let Some(refusal) = self.routing.refuse_attach(&self.consumers) {
+            return Err(refusal);
         }
         if self.consumers.values().any(|c| c.name == name) {
             return Err(AttachRefusal::NameTaken {
@@ -433,9 +431,8 @@ impl Dispatcher {
                 held: false,
             },
         );
-        self.rebuild_ring();
         let mut out = Vec::new();
-        self.reassign_active(Some(id), &mut out);
+        self.regroup(Some(id), &mut out);
         Ok(out)
     }
 
@@ -461,8 +458,7 @@ impl Dispatcher {
                 &mut out,
             );
         }
-        self.rebuild_ring();
-        self.reassign_active(None, &mut out);
+        self.regroup(None, &mut out);
         out
     }
 
@@ -538,12 +534,9 @@ impl Dispatcher {
     ) -> AckOutcome {
         let mut outcome = AckOutcome::default();
         let handles: Vec<&str> = handles.into_iter().collect();
-        if cumulative
-            && !matches!(
-                self.kind,
-                SubscriptionKind::Exclusive | SubscriptionKind::Failover
-            )
-        {
+        // Acking everything earlier in the partition is only sound when one
+        // consumer at a time gets the partition, in order.
+        if cumulative && self.routing.order() != Order::Partition {
             outcome
                 .invalid
                 .extend(handles.into_iter().map(str::to_owned));
@@ -601,14 +594,7 @@ impl Dispatcher {
         if let Some(c) = self.consumers.get_mut(&o.consumer) {
             c.outstanding -= 1;
         }
-        if let Some(key) = o.key
-            && let Some(holder) = self.key_holders.get_mut(&key)
-        {
-            holder.1 -= 1;
-            if holder.1 == 0 {
-                self.key_holders.remove(&key);
-            }
-        }
+        self.routing.settled(o.key);
         Some(o)
     }
 
@@ -766,7 +752,12 @@ impl Dispatcher {
         }
         let mut blocked: HashSet<OrderUnit> = HashSet::new();
         let mut waiting = false;
-        let mut capacity: u64 = self.consumers.values().filter(|c| self.can_take(c)).count() as u64;
+        let max_unacked = self.max_unacked;
+        let mut capacity: u64 = self
+            .consumers
+            .values()
+            .filter(|c| c.can_take(max_unacked))
+            .count() as u64;
 
         let ready: Vec<(EventRef, Option<u64>)> =
             self.ready.iter().map(|(e, k)| (*e, *k)).collect();
@@ -801,17 +792,11 @@ impl Dispatcher {
         out
     }
 
-    fn can_take(&self, c: &Consumer) -> bool {
-        c.credits > 0 && c.outstanding < self.max_unacked
-    }
-
     fn order_unit(&self, event: EventRef, key: Option<u64>) -> Option<OrderUnit> {
-        match self.kind {
-            SubscriptionKind::Exclusive | SubscriptionKind::Failover => {
-                Some(OrderUnit::Partition(event.0))
-            }
-            SubscriptionKind::KeyShared => key.map(OrderUnit::Key),
-            SubscriptionKind::Shared => None,
+        match self.routing.order() {
+            Order::Partition => Some(OrderUnit::Partition(event.0)),
+            Order::Key => key.map(OrderUnit::Key),
+            Order::Unordered => None,
         }
     }
 
@@ -857,11 +842,7 @@ impl Dispatcher {
             },
         );
         self.deadlines.insert((deadline, event, seq));
-        if let Some(k) = key
-            && self.kind == SubscriptionKind::KeyShared
-        {
-            self.key_holders.entry(k).or_insert((consumer, 0)).1 += 1;
-        }
+        self.routing.delivered(key, consumer);
         let max_unacked = self.max_unacked;
         let c = self
             .consumers
@@ -876,10 +857,7 @@ impl Dispatcher {
         if attempt > 1 {
             self.counters.redelivered += 1;
         }
-        let epoch = match self.kind {
-            SubscriptionKind::Failover => self.epochs[event.0 as usize],
-            _ => 0,
-        };
+        let epoch = self.routing.epoch(event.0);
         out.push(Output::Deliver(Delivery {
             consumer,
             handle: AckHandle {
@@ -895,97 +873,23 @@ impl Dispatcher {
 
     /// The consumer `event` must go to now, if it can take it.
     fn route(&mut self, event: EventRef, key: Option<u64>) -> Option<ConsumerId> {
-        let chosen = match (self.kind, key) {
-            (SubscriptionKind::Exclusive, _) => *self.consumers.keys().next()?,
-            (SubscriptionKind::Failover, _) => {
-                self.active.get(event.0 as usize).copied().flatten()?
-            }
-            (SubscriptionKind::KeyShared, Some(k)) => {
-                let owner = self.ring_owner(k)?;
-                // A key moves to its new owner only once nothing of it is
-                // outstanding elsewhere: per-key order across joins.
-                if self
-                    .key_holders
-                    .get(&k)
-                    .is_some_and(|&(holder, _)| holder != owner)
-                {
-                    return None;
-                }
-                owner
-            }
-            (SubscriptionKind::Shared, _) | (SubscriptionKind::KeyShared, None) => {
-                let next = self
-                    .consumers
-                    .range(self.round_robin + 1..)
-                    .chain(self.consumers.range(..=self.round_robin))
-                    .find(|(_, c)| self.can_take(c))
-                    .map(|(&id, _)| id)?;
-                self.round_robin = next;
-                next
-            }
-        };
+        let chosen = self
+            .routing
+            .route(event, key, &self.consumers, self.max_unacked)?;
         self.consumers
             .get(&chosen)
-            .filter(|c| self.can_take(c))
+            .filter(|c| c.can_take(self.max_unacked))
             .map(|_| chosen)
     }
 
-    fn ring_owner(&self, key: u64) -> Option<ConsumerId> {
-        if self.ring.is_empty() {
-            return None;
-        }
-        let i = self.ring.partition_point(|&(point, _)| point < key);
-        Some(self.ring[i % self.ring.len()].1)
-    }
-
-    fn rebuild_ring(&mut self) {
-        if self.kind != SubscriptionKind::KeyShared {
-            return;
-        }
-        self.ring = self
-            .consumers
-            .iter()
-            .flat_map(|(&id, c)| {
-                (0..RING_POINTS).map(move |i| (hash64(&format!("{}#{i}", c.name)), id))
-            })
-            .collect();
-        self.ring.sort_unstable();
-    }
-
-    /// Failover: recomputes the active consumer of every partition; a
-    /// partition whose active changes gets a new epoch and the old active's
-    /// unacked events are revoked for redelivery, first and in order.
-    fn reassign_active(&mut self, joined: Option<ConsumerId>, out: &mut Vec<Output>) {
-        if self.kind != SubscriptionKind::Failover {
-            return;
-        }
-        let mut ranked: Vec<(i32, &str, ConsumerId)> = self
-            .consumers
-            .iter()
-            .map(|(&id, c)| (c.priority, c.name.as_str(), id))
-            .collect();
-        ranked.sort();
-        let best = ranked.first().map(|r| r.0);
-        let top: Vec<ConsumerId> = ranked
-            .iter()
-            .filter(|r| Some(r.0) == best)
-            .map(|r| r.2)
-            .collect();
-        let mut changed: BTreeSet<ConsumerId> = joined.into_iter().collect();
-        for partition in 0..self.active.len() {
-            let new = (!top.is_empty()).then(|| top[partition % top.len()]);
-            let old = self.active[partition];
-            if new == old {
-                continue;
-            }
-            self.epochs[partition] += 1;
-            self.active[partition] = new;
-            // Everyone hears about a handover: standbys are told who is active.
-            changed.extend(self.consumers.keys().copied());
+    /// A consumer joined or left: the routing regroups, and what it took
+    /// from a consumer is revoked for redelivery, first and in order.
+    fn regroup(&mut self, joined: Option<ConsumerId>, out: &mut Vec<Output>) {
+        for partition in self.routing.regroup(&self.consumers, joined, out) {
             let revoked: Vec<EventRef> = self
                 .outstanding
                 .keys()
-                .filter(|e| e.0 == partition as u32)
+                .filter(|e| e.0 == partition)
                 .copied()
                 .collect();
             for event in revoked {
@@ -994,63 +898,44 @@ impl Dispatcher {
                 }
             }
         }
-        let first_active = self.active.first().copied().flatten();
-        let first_name = first_active
-            .and_then(|id| self.consumers.get(&id))
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
-        for id in changed {
-            let Some(c) = self.consumers.get(&id) else {
-                continue;
-            };
-            let partitions: Vec<u32> = (0..self.active.len() as u32)
-                .filter(|&p| self.active[p as usize] == Some(id))
-                .collect();
-            let active = !partitions.is_empty();
-            let epoch = partitions
-                .iter()
-                .map(|&p| self.epochs[p as usize])
-                .max()
-                .unwrap_or_else(|| self.epochs.first().copied().unwrap_or(0));
-            out.push(Output::ActiveStatus {
-                consumer: id,
-                active,
-                active_consumer: if active {
-                    c.name.clone()
-                } else {
-                    first_name.clone()
-                },
-                epoch,
-                partitions,
-            });
-        }
     }
 
     fn report_held(&mut self, out: &mut Vec<Output>) {
         let max_unacked = self.max_unacked;
-        let relevant: Vec<ConsumerId> = match self.kind {
-            SubscriptionKind::Failover => self.active.iter().flatten().copied().collect(),
-            _ => self.consumers.keys().copied().collect(),
-        };
-        for id in relevant {
-            let Some(c) = self.consumers.get_mut(&id) else {
-                continue;
-            };
-            if c.held || (c.credits > 0 && c.outstanding < max_unacked) {
-                continue;
+        match self.routing.active_per_partition() {
+            // Standbys are sent nothing, so only the actives are held back.
+            Some(active) => {
+                for &id in active.iter().flatten() {
+                    if let Some(c) = self.consumers.get_mut(&id) {
+                        Self::hold(id, c, max_unacked, out);
+                    }
+                }
             }
-            c.held = true;
-            out.push(Output::Held {
-                consumer: id,
-                reason: if c.credits == 0 {
-                    HeldReason::NoCredits
-                } else {
-                    HeldReason::UnackedLimit
-                },
-                outstanding: c.outstanding,
-                credits: c.credits,
-            });
+            None => {
+                for (&id, c) in &mut self.consumers {
+                    Self::hold(id, c, max_unacked, out);
+                }
+            }
         }
+    }
+
+    /// Tells a consumer that cannot take more that it is held back, once
+    /// until something changes.
+    fn hold(id: ConsumerId, c: &mut Consumer, max_unacked: u64, out: &mut Vec<Output>) {
+        if c.held || c.can_take(max_unacked) {
+            return;
+        }
+        c.held = true;
+        out.push(Output::Held {
+            consumer: id,
+            reason: if c.credits == 0 {
+                HeldReason::NoCredits
+            } else {
+                HeldReason::UnackedLimit
+            },
+            outstanding: c.outstanding,
+            credits: c.credits,
+        });
     }
 
     /// Moves the cursor: everything before `cursors` is acked, nothing in
@@ -1068,7 +953,7 @@ impl Dispatcher {
         self.deadlines.clear();
         self.attempts.clear();
         self.reasons.clear();
-        self.key_holders.clear();
+        self.routing.forget_deliveries();
         self.dead_lettering.clear();
     }
 }
