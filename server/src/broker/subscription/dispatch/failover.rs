@@ -118,3 +118,72 @@ impl Route for Failover {
         Some(&self.active)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::routing::test_consumers;
+    use super::*;
+
+    /// (consumer, active, active_consumer, epoch, partitions) of each status.
+    fn statuses(out: &[Output]) -> Vec<(ConsumerId, bool, String, u64, Vec<u32>)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::ActiveStatus {
+                    consumer,
+                    active,
+                    active_consumer,
+                    epoch,
+                    partitions,
+                } => Some((
+                    *consumer,
+                    *active,
+                    active_consumer.clone(),
+                    *epoch,
+                    partitions.clone(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tied_consumers_share_partitions_in_name_order() {
+        let mut routing = Failover::new(3);
+        let consumers = test_consumers(&[(1, "b", 0), (2, "a", 0), (3, "z", 5)]);
+        let handed_over = routing.regroup(&consumers, None, &mut Vec::new());
+        assert_eq!(handed_over, [0, 1, 2]);
+        assert_eq!(routing.active, [Some(2), Some(1), Some(2)]);
+        assert_eq!(routing.epochs, [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_joining_standby_changes_nothing_and_alone_hears_who_is_active() {
+        let mut routing = Failover::new(2);
+        routing.regroup(&test_consumers(&[(1, "a", 0)]), Some(1), &mut Vec::new());
+        let mut out = Vec::new();
+        let consumers = test_consumers(&[(1, "a", 0), (2, "s", 3)]);
+        let handed_over = routing.regroup(&consumers, Some(2), &mut out);
+        assert!(handed_over.is_empty());
+        assert_eq!(statuses(&out), [(2, false, "a".into(), 1, vec![])]);
+    }
+
+    #[test]
+    fn a_preferred_joiner_takes_over_with_new_epochs_and_everyone_hears() {
+        let mut routing = Failover::new(2);
+        routing.regroup(&test_consumers(&[(1, "old", 5)]), Some(1), &mut Vec::new());
+        let mut out = Vec::new();
+        let consumers = test_consumers(&[(1, "old", 5), (2, "new", 1)]);
+        let handed_over = routing.regroup(&consumers, Some(2), &mut out);
+        assert_eq!(handed_over, [0, 1]);
+        assert_eq!(
+            statuses(&out),
+            [
+                (1, false, "new".into(), 2, vec![]),
+                (2, true, "new".into(), 2, vec![0, 1]),
+            ]
+        );
+        let event = (1, 0);
+        assert_eq!(routing.route(event, None, &consumers, 10), Some(2));
+        assert_eq!(routing.epoch(1), 2);
+    }
+}

@@ -101,3 +101,69 @@ impl Route for KeyShared {
         self.holders.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::routing::test_consumers;
+    use super::*;
+
+    fn ring_over(list: &[(ConsumerId, &str, i32)]) -> KeyShared {
+        let mut routing = KeyShared::default();
+        routing.regroup(&test_consumers(list), None, &mut Vec::new());
+        routing
+    }
+
+    fn owners(routing: &KeyShared) -> Vec<Option<ConsumerId>> {
+        (0..500)
+            .map(|k| routing.owner(hash64(&format!("key-{k}"))))
+            .collect()
+    }
+
+    #[test]
+    fn a_key_past_the_last_point_belongs_to_the_first() {
+        let routing = ring_over(&[(1, "a", 0), (2, "b", 0)]);
+        assert_eq!(routing.ring.len(), 2 * RING_POINTS);
+        let (last, _) = *routing.ring.last().unwrap();
+        assert_eq!(routing.owner(last.wrapping_add(1)), Some(routing.ring[0].1));
+        assert_eq!(ring_over(&[]).owner(7), None);
+    }
+
+    #[test]
+    fn only_a_leaving_consumers_keys_move_and_they_come_back_with_its_name() {
+        let all = ring_over(&[(1, "a", 0), (2, "b", 0), (3, "c", 0)]);
+        let without_b = ring_over(&[(1, "a", 0), (3, "c", 0)]);
+        for (before, after) in owners(&all).into_iter().zip(owners(&without_b)) {
+            if before != Some(2) {
+                assert_eq!(before, after, "a key of a or c moved");
+            }
+        }
+        // Back under another id but the same name: the same keys.
+        let back = ring_over(&[(1, "a", 0), (3, "c", 0), (9, "b", 0)]);
+        let renumbered: Vec<Option<ConsumerId>> = owners(&all)
+            .into_iter()
+            .map(|o| o.map(|id| if id == 2 { 9 } else { id }))
+            .collect();
+        assert_eq!(owners(&back), renumbered);
+    }
+
+    #[test]
+    fn a_key_waits_for_its_previous_holder_to_settle() {
+        let consumers = test_consumers(&[(1, "a", 0), (2, "b", 0)]);
+        let mut routing = KeyShared::default();
+        routing.regroup(&consumers, None, &mut Vec::new());
+        let key = hash64("k");
+        let owner = routing.owner(key).unwrap();
+        let other = if owner == 1 { 2 } else { 1 };
+        // Delivered to `other` under an earlier ring, twice.
+        routing.delivered(Some(key), other);
+        routing.delivered(Some(key), other);
+        assert_eq!(routing.route((0, 0), Some(key), &consumers, 10), None);
+        routing.settled(Some(key));
+        assert_eq!(routing.route((0, 0), Some(key), &consumers, 10), None);
+        routing.settled(Some(key));
+        assert_eq!(
+            routing.route((0, 0), Some(key), &consumers, 10),
+            Some(owner)
+        );
+    }
+}

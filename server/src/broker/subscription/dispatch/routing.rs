@@ -179,3 +179,21 @@ impl Route for Routing {
         each!(self, r => r.active_per_partition())
     }
 }
+
+/// Consumers `(id, name, priority)`, each with ten credits and nothing
+/// outstanding, for the routings' own tests.
+#[cfg(test)]
+pub(super) fn test_consumers(list: &[(ConsumerId, &str, i32)]) -> Consumers {
+    list.iter()
+        .map(|&(id, name, priority)| {
+            let consumer = Consumer {
+                name: name.to_owned(),
+                priority,
+                credits: 10,
+                outstanding: 0,
+                held: false,
+            };
+            (id, consumer)
+        })
+        .collect()
+}

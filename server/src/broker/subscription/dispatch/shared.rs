@@ -34,3 +34,25 @@ impl Route for Shared {
         Some(next)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::routing::test_consumers;
+    use super::*;
+
+    #[test]
+    fn round_robin_resumes_after_the_last_served_and_skips_the_full() {
+        let mut consumers = test_consumers(&[(1, "a", 0), (2, "b", 0), (3, "c", 0)]);
+        consumers.get_mut(&2).unwrap().credits = 0;
+        let mut shared = Shared::default();
+        let picks: Vec<Option<ConsumerId>> = (0..4)
+            .map(|o| shared.route((0, o), None, &consumers, 10))
+            .collect();
+        assert_eq!(picks, [Some(1), Some(3), Some(1), Some(3)]);
+        // At the unacked limit, whatever its credits.
+        consumers.get_mut(&1).unwrap().outstanding = 10;
+        assert_eq!(shared.route((0, 4), None, &consumers, 10), Some(3));
+        consumers.get_mut(&3).unwrap().credits = 0;
+        assert_eq!(shared.route((0, 5), None, &consumers, 10), None);
+    }
+}
