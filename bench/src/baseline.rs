@@ -16,7 +16,7 @@ use super::load::{self, LoadOptions, LoadReport};
 /// Serves only Health (status SERVING) on `listen`, with the same transport
 /// settings as `herald serve`, until `shutdown` completes. `on_bound` gets
 /// the address actually bound (useful with port 0).
-pub async fn serve(
+pub(crate) async fn serve(
     listen: SocketAddr,
     on_bound: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -41,7 +41,7 @@ pub async fn serve(
 }
 
 /// Hammers `Health/Check` as `bench publish --mode unary` hammers Publish.
-pub async fn run_unary(opts: LoadOptions) -> anyhow::Result<LoadReport> {
+pub(crate) async fn run_unary(opts: LoadOptions) -> anyhow::Result<LoadReport> {
     opts.validate()?;
     let clients = load::connect_all(&opts)
         .await?

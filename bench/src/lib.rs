@@ -3,21 +3,24 @@
 //! in the load generator's histograms and progress bars. The `herald`
 //! binary (`herald-cli`) parses [`BenchCommand`] and hands it to [`run`].
 
-pub mod baseline;
-pub mod cli;
-pub mod load;
-pub mod pacing;
-pub mod process;
-pub mod progress;
-pub mod publish;
-pub mod rss;
-pub mod scratch;
-pub mod startup;
-pub mod storage;
-pub mod subscribe;
-pub mod summary;
+// Only what the binary, the benches and the tests use is public.
+#![warn(unreachable_pub)]
+
+mod baseline;
+mod cli;
+mod load;
+mod pacing;
+mod process;
+mod progress;
+mod publish;
+mod rss;
+mod scratch;
+mod startup;
+mod storage;
+mod subscribe;
+mod summary;
 #[cfg(test)]
 mod test_server;
-pub mod topics;
+mod topics;
 
 pub use cli::{BenchCommand, run};

@@ -16,7 +16,7 @@ use super::summary::{self, LatencySummary};
 
 /// How hard and how long to drive a server.
 #[derive(Debug, Clone)]
-pub struct LoadOptions {
+pub(crate) struct LoadOptions {
     /// Target, e.g. `http://127.0.0.1:50051`.
     pub endpoint: String,
     /// HTTP/2 connections (each its own channel).
@@ -32,7 +32,7 @@ pub struct LoadOptions {
 }
 
 impl LoadOptions {
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.connections > 0 && self.in_flight > 0,
             "connections and in-flight must be positive"
@@ -49,7 +49,7 @@ impl LoadOptions {
 
 /// Opens one HTTP/2 connection, tuned like the server (no Nagle, large
 /// windows), to `host:port` or `http(s)://host:port`.
-pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
+pub(crate) async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
     let channel = Endpoint::from_shared(herald::endpoint::uri(endpoint))?
         .tcp_nodelay(true)
         .initial_stream_window_size(4 * 1024 * 1024)
@@ -66,7 +66,7 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
 /// choosing: the benches send and receive the server's light wire types
 /// rather than the generated ones, so the load generator spends less of the
 /// cores it shares with the server.
-pub async fn open_stream<Req, Resp>(
+pub(crate) async fn open_stream<Req, Resp>(
     channel: Channel,
     path: &'static str,
     requests: impl tokio_stream::Stream<Item = Req> + Send + 'static,
@@ -88,7 +88,7 @@ where
 }
 
 /// Opens `opts.connections` connections.
-pub async fn connect_all(opts: &LoadOptions) -> anyhow::Result<Vec<Channel>> {
+pub(crate) async fn connect_all(opts: &LoadOptions) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::with_capacity(opts.connections);
     for _ in 0..opts.connections {
         channels.push(connect(&opts.endpoint).await?);
@@ -97,7 +97,7 @@ pub async fn connect_all(opts: &LoadOptions) -> anyhow::Result<Vec<Channel>> {
 }
 
 /// What a run measured, before it is turned into a [`LoadReport`].
-pub struct LoadOutcome {
+pub(crate) struct LoadOutcome {
     /// Latency of successful requests, µs.
     pub latencies: Histogram<u64>,
     pub ok: u64,
@@ -109,7 +109,7 @@ pub struct LoadOutcome {
 
 impl LoadOutcome {
     /// Collects the run's counters and merges the per-task histograms.
-    pub fn collect(
+    pub(crate) fn collect(
         tally: &Tally,
         histograms: impl IntoIterator<Item = Histogram<u64>>,
         elapsed: Duration,
@@ -133,7 +133,7 @@ impl LoadOutcome {
 /// The shared state of one timed run: counters, pacing, deadline and the
 /// progress bar. Start it, spawn tasks that each return their latency
 /// histogram, then [`finish`](Self::finish) with their handles.
-pub struct Run {
+pub(crate) struct Run {
     pub tally: Arc<Tally>,
     pub pacer: Arc<Pacer>,
     /// No request starts at or after this.
@@ -144,7 +144,7 @@ pub struct Run {
 
 impl Run {
     /// Starts the clock and the progress bar (`per_ok` `unit`s per success).
-    pub fn start(opts: &LoadOptions, per_ok: u64, unit: &'static str) -> Self {
+    pub(crate) fn start(opts: &LoadOptions, per_ok: u64, unit: &'static str) -> Self {
         let tally = Arc::new(Tally::default());
         let start = Instant::now();
         Self {
@@ -157,7 +157,7 @@ impl Run {
     }
 
     /// Waits for the tasks and collects what they measured.
-    pub async fn finish(
+    pub(crate) async fn finish(
         self,
         tasks: Vec<tokio::task::JoinHandle<Histogram<u64>>>,
     ) -> anyhow::Result<LoadOutcome> {
@@ -174,7 +174,7 @@ impl Run {
 /// Runs `call` from `opts.in_flight` concurrent callers on each connection
 /// until `opts.duration` is over, timing each call from its pacing origin.
 /// `per_ok` and `unit` only label the progress bar.
-pub async fn drive_unary<C, F, Fut>(
+pub(crate) async fn drive_unary<C, F, Fut>(
     opts: &LoadOptions,
     clients: Vec<C>,
     call: F,
@@ -214,7 +214,7 @@ where
 
 /// The result of a gRPC load benchmark, as printed and as JSON.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct LoadReport {
+pub(crate) struct LoadReport {
     /// `publish-stream`, `publish-unary` or `unary-baseline`.
     pub bench: String,
     pub endpoint: String,
@@ -244,7 +244,7 @@ pub struct LoadReport {
 
 impl LoadReport {
     /// Builds the report of `outcome` for requests of `batch_size` events of `event_size` bytes.
-    pub fn new(
+    pub(crate) fn new(
         bench: &str,
         opts: &LoadOptions,
         batch_size: usize,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// A fixed-rate schedule: slot `i` is meant to start at `start + i / rate`.
 #[derive(Debug)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     start: Instant,
     rate_per_sec: f64,
     next: AtomicU64,
@@ -22,7 +22,7 @@ pub struct Schedule {
 
 impl Schedule {
     /// A schedule of `rate_per_sec` slots per second from `start`.
-    pub fn new(start: Instant, rate_per_sec: f64) -> Self {
+    pub(crate) fn new(start: Instant, rate_per_sec: f64) -> Self {
         assert!(
             rate_per_sec.is_finite() && rate_per_sec > 0.0,
             "rate must be positive"
@@ -35,19 +35,19 @@ impl Schedule {
     }
 
     /// When slot `slot` is meant to start.
-    pub fn intended(&self, slot: u64) -> Instant {
+    pub(crate) fn intended(&self, slot: u64) -> Instant {
         self.start + Duration::from_secs_f64(slot as f64 / self.rate_per_sec)
     }
 
     /// Claims the next unclaimed slot and returns its intended start.
-    pub fn claim(&self) -> Instant {
+    pub(crate) fn claim(&self) -> Instant {
         self.intended(self.next.fetch_add(1, Ordering::Relaxed))
     }
 }
 
 /// Paces the callers of one benchmark run.
 #[derive(Debug)]
-pub enum Pacer {
+pub(crate) enum Pacer {
     /// Start whenever a caller is free.
     Closed,
     /// Start on the schedule: the clock thread sends each slot's intended
@@ -62,14 +62,14 @@ const CLOCK_AHEAD: usize = 1024;
 
 /// Permission to start one request.
 #[derive(Debug, Clone, Copy)]
-pub struct Slot {
+pub(crate) struct Slot {
     intended: Option<Instant>,
 }
 
 impl Slot {
     /// Where the request's latency counts from: its intended start in an
     /// open loop, now in a closed one. Call it right before sending.
-    pub fn origin(&self) -> Instant {
+    pub(crate) fn origin(&self) -> Instant {
         self.intended.unwrap_or_else(Instant::now)
     }
 }
@@ -77,7 +77,7 @@ impl Slot {
 impl Pacer {
     /// Closed loop without a rate, else an open loop of `rate` requests/s
     /// from now. The clock thread stops when the pacer is dropped.
-    pub fn new(rate: Option<f64>) -> Self {
+    pub(crate) fn new(rate: Option<f64>) -> Self {
         let Some(rate) = rate else {
             return Pacer::Closed;
         };
@@ -102,7 +102,7 @@ impl Pacer {
 
     /// Waits until the next request may start; `None` once its start would
     /// be at or after `deadline`.
-    pub async fn next(&self, deadline: Instant) -> Option<Slot> {
+    pub(crate) async fn next(&self, deadline: Instant) -> Option<Slot> {
         match self {
             Pacer::Closed => (Instant::now() < deadline).then_some(Slot { intended: None }),
             Pacer::Open(due) => {

@@ -14,7 +14,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 /// A `herald serve` child process that has reported SERVING.
-pub struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
@@ -23,7 +23,7 @@ pub struct ServerProcess {
 }
 
 /// The address in a JSON log line of `herald serve` announcing it listens.
-pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+pub(crate) fn listening_addr(line: &str) -> Option<SocketAddr> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     let message = value.get("message")?.as_str()?;
     if !message.starts_with("herald listening on") {
@@ -34,7 +34,7 @@ pub fn listening_addr(line: &str) -> Option<SocketAddr> {
 
 /// Spawns `exe serve --listen 127.0.0.1:0 --data-dir data_dir` and waits
 /// (at most `timeout`) until `Health/Check` answers SERVING.
-pub async fn spawn_until_serving(
+pub(crate) async fn spawn_until_serving(
     exe: &Path,
     data_dir: &Path,
     timeout: Duration,
@@ -99,12 +99,12 @@ async fn wait_serving(addr: SocketAddr) -> anyhow::Result<()> {
 
 impl ServerProcess {
     /// Its pid, while it runs.
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.id()
     }
 
     /// Asks it to shut down (SIGTERM) and waits; kills it after 30 s.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
             // SAFETY: plain kill(2) on our own child's pid.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 
 /// Counters shared by the tasks of one run and read by the progress bar.
 #[derive(Debug, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     ok: AtomicU64,
     errors: AtomicU64,
     first_error: Mutex<Option<String>>,
@@ -18,17 +18,17 @@ pub struct Tally {
 
 impl Tally {
     /// One request succeeded.
-    pub fn ok(&self) {
+    pub(crate) fn ok(&self) {
         self.oks(1);
     }
 
     /// `n` requests (or events) succeeded.
-    pub fn oks(&self, n: u64) {
+    pub(crate) fn oks(&self, n: u64) {
         self.ok.fetch_add(n, Ordering::Relaxed);
     }
 
     /// `n` requests failed with `error`; the first error is kept for the report.
-    pub fn errors(&self, n: u64, error: impl std::fmt::Display) {
+    pub(crate) fn errors(&self, n: u64, error: impl std::fmt::Display) {
         if n == 0 {
             return;
         }
@@ -39,21 +39,21 @@ impl Tally {
         }
     }
 
-    pub fn ok_count(&self) -> u64 {
+    pub(crate) fn ok_count(&self) -> u64 {
         self.ok.load(Ordering::Relaxed)
     }
 
-    pub fn error_count(&self) -> u64 {
+    pub(crate) fn error_count(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }
 
-    pub fn first_error(&self) -> Option<String> {
+    pub(crate) fn first_error(&self) -> Option<String> {
         self.first_error.lock().clone()
     }
 }
 
 /// A bar over the run's duration showing the throughput so far; stops when dropped.
-pub struct Progress {
+pub(crate) struct Progress {
     bar: ProgressBar,
     ticker: tokio::task::JoinHandle<()>,
 }
@@ -61,7 +61,7 @@ pub struct Progress {
 impl Progress {
     /// Starts the bar (a no-op when `hidden`). `unit` names what one
     /// `Tally::ok` counts as `per_ok` of, e.g. 100 "events" per batch.
-    pub fn start(
+    pub(crate) fn start(
         duration: Duration,
         hidden: bool,
         tally: Arc<Tally>,

@@ -57,7 +57,7 @@ pub enum PublishMode {
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct PublishOptions {
+pub(crate) struct PublishOptions {
     pub load: LoadOptions,
     pub topic: String,
     /// Payload bytes per event.
@@ -76,7 +76,7 @@ pub struct PublishOptions {
 
 /// Publishes as configured and reports. `opts.load.rate` counts events per
 /// second here (it is converted to batches per second for pacing).
-pub async fn run(opts: PublishOptions) -> anyhow::Result<LoadReport> {
+pub(crate) async fn run(opts: PublishOptions) -> anyhow::Result<LoadReport> {
     anyhow::ensure!(opts.batch_size > 0, "batch size must be positive");
     let mut load = opts.load.clone();
     load.rate = opts.load.rate.map(|events| events / opts.batch_size as f64);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The resident set size in bytes from the text of `/proc/<pid>/status`.
-pub fn parse_vm_rss(status: &str) -> Option<u64> {
+pub(crate) fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let mut fields = line["VmRSS:".len()..].split_whitespace();
     let kib: u64 = fields.next()?.parse().ok()?;
@@ -20,7 +20,7 @@ pub fn parse_vm_rss(status: &str) -> Option<u64> {
 }
 
 /// The current resident set size of `pid` in bytes.
-pub fn read_rss(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn read_rss(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status =
         std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))?;
@@ -30,7 +30,7 @@ pub fn read_rss(pid: u32) -> anyhow::Result<u64> {
 /// User plus system CPU time in clock ticks from the text of
 /// `/proc/<pid>/stat` (fields 14 and 15; the command name in field 2 may
 /// hold spaces and parentheses, so fields count from its last `)`).
-pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+pub(crate) fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     let mut fields = after_name.split_whitespace().skip(11);
     let user: u64 = fields.next()?.parse().ok()?;
@@ -39,7 +39,7 @@ pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 }
 
 /// CPU seconds `pid` has used so far (user + system).
-pub fn read_cpu_secs(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn read_cpu_secs(pid: u32) -> anyhow::Result<f64> {
     let path = format!("/proc/{pid}/stat");
     let stat =
         std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))?;
@@ -52,7 +52,7 @@ pub fn read_cpu_secs(pid: u32) -> anyhow::Result<f64> {
 
 /// Resident memory over a run, bytes, and the CPU time used during it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct RssSummary {
+pub(crate) struct RssSummary {
     pub pid: u32,
     pub samples: u64,
     pub start_bytes: u64,
@@ -64,7 +64,7 @@ pub struct RssSummary {
 
 impl RssSummary {
     /// Adds one sample (the first one is the start, the latest the end).
-    pub fn add(&mut self, bytes: u64) {
+    pub(crate) fn add(&mut self, bytes: u64) {
         if self.samples == 0 {
             self.start_bytes = bytes;
         }
@@ -91,7 +91,7 @@ impl std::fmt::Display for RssSummary {
 }
 
 /// Samples a process's RSS every `every` until stopped.
-pub struct RssSampler {
+pub(crate) struct RssSampler {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<RssSummary>,
     cpu_at_start: f64,
@@ -100,7 +100,7 @@ pub struct RssSampler {
 impl RssSampler {
     /// Takes the first sample now (failing if the process cannot be read),
     /// then keeps sampling in the background.
-    pub fn start(pid: u32, every: Duration) -> anyhow::Result<Self> {
+    pub(crate) fn start(pid: u32, every: Duration) -> anyhow::Result<Self> {
         let mut summary = RssSummary {
             pid,
             ..RssSummary::default()
@@ -132,7 +132,7 @@ impl RssSampler {
     }
 
     /// Takes a last sample and returns the summary.
-    pub async fn finish(self) -> anyhow::Result<RssSummary> {
+    pub(crate) async fn finish(self) -> anyhow::Result<RssSummary> {
         self.stop.cancel();
         let mut summary = self.task.await?;
         if let Ok(bytes) = read_rss(summary.pid) {

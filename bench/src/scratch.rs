@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 /// A fresh directory, removed with its contents on drop.
 #[derive(Debug)]
-pub struct ScratchDir {
+pub(crate) struct ScratchDir {
     path: PathBuf,
 }
 
 impl ScratchDir {
     /// Creates `<parent or the system temp dir>/herald-<label>-<pid>-<n>`.
-    pub fn new(parent: Option<&Path>, label: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(parent: Option<&Path>, label: &str) -> anyhow::Result<Self> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
@@ -24,7 +24,7 @@ impl ScratchDir {
         Ok(Self { path })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }

@@ -27,7 +27,7 @@ const FILL_BATCH: usize = 1024;
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct StartupOptions {
+pub(crate) struct StartupOptions {
     /// The `herald` binary to start.
     pub exe: PathBuf,
     /// Where scratch data directories go (default: the system temp dir).
@@ -42,7 +42,7 @@ pub struct StartupOptions {
 
 /// What was measured; times in milliseconds.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct StartupReport {
+pub(crate) struct StartupReport {
     /// Spawn to SERVING with an empty data directory, per run.
     pub cold_start_ms: Vec<f64>,
     pub cold_start: Spread,
@@ -51,7 +51,7 @@ pub struct StartupReport {
 
 /// Starting on a large log.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct RecoveryReport {
+pub(crate) struct RecoveryReport {
     /// Bytes of records stored (encoded events of 1 KiB).
     pub bytes: u64,
     pub events: u64,
@@ -79,7 +79,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Runs both measurements, removing the scratch data afterwards.
-pub async fn run(opts: StartupOptions) -> anyhow::Result<StartupReport> {
+pub(crate) async fn run(opts: StartupOptions) -> anyhow::Result<StartupReport> {
     anyhow::ensure!(opts.runs > 0, "runs must be positive");
     let parent = opts.parent_dir.as_deref();
     let mut cold_start_ms = Vec::with_capacity(opts.runs);

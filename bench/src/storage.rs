@@ -13,7 +13,7 @@ use super::summary::per_sec;
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct StorageBenchOptions {
+pub(crate) struct StorageBenchOptions {
     /// Records to append in total.
     pub events: u64,
     /// Payload bytes per record.
@@ -49,7 +49,7 @@ impl Default for StorageBenchOptions {
 
 /// What was measured.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct StorageBenchReport {
+pub(crate) struct StorageBenchReport {
     /// Records appended.
     pub events: u64,
     /// Payload bytes per record.
@@ -114,7 +114,7 @@ fn policy_name(p: FsyncPolicy) -> String {
 }
 
 /// Appends `events` records to a fresh log in a temp dir, then reads them all back.
-pub async fn run(opts: StorageBenchOptions) -> anyhow::Result<StorageBenchReport> {
+pub(crate) async fn run(opts: StorageBenchOptions) -> anyhow::Result<StorageBenchReport> {
     anyhow::ensure!(
         opts.batch_size > 0 && opts.concurrency > 0,
         "batch size and concurrency must be positive"

@@ -246,7 +246,7 @@ fn request(message: ClientMessage) -> SubscribeRequest {
 
 /// Event data of `size` bytes starting with the magic and `at` as
 /// nanoseconds after `base`; plain filler when `size` has no room for it.
-pub fn stamped_data(size: usize, base: Instant, at: Instant) -> Bytes {
+pub(crate) fn stamped_data(size: usize, base: Instant, at: Instant) -> Bytes {
     if size < STAMP_LEN {
         return Bytes::from(vec![b'x'; size]);
     }
@@ -259,7 +259,7 @@ pub fn stamped_data(size: usize, base: Instant, at: Instant) -> Bytes {
 }
 
 /// The instant stamped by [`stamped_data`] with the same `base`, if any.
-pub fn read_stamp(data: &[u8], base: Instant) -> Option<Instant> {
+pub(crate) fn read_stamp(data: &[u8], base: Instant) -> Option<Instant> {
     let (magic, rest) = data.split_first_chunk::<8>()?;
     let (nanos, _) = rest.split_first_chunk::<8>()?;
     (magic == STAMP_MAGIC).then(|| base + Duration::from_nanos(u64::from_le_bytes(*nanos)))
@@ -268,13 +268,13 @@ pub fn read_stamp(data: &[u8], base: Instant) -> Option<Instant> {
 /// Ack handles received and not yet acked; sent (with as many new credits)
 /// once a quarter of the credits is pending, or on a timer.
 #[derive(Debug)]
-pub struct PendingAcks {
+pub(crate) struct PendingAcks {
     handles: Vec<String>,
     every: usize,
 }
 
 impl PendingAcks {
-    pub fn new(credits: u32) -> Self {
+    pub(crate) fn new(credits: u32) -> Self {
         let every = (credits as usize / 4).max(1);
         Self {
             handles: Vec::with_capacity(every),
@@ -283,13 +283,13 @@ impl PendingAcks {
     }
 
     /// Adds a handle; true when a batch is due.
-    pub fn push(&mut self, handle: String) -> bool {
+    pub(crate) fn push(&mut self, handle: String) -> bool {
         self.handles.push(handle);
         self.handles.len() >= self.every
     }
 
     /// The Ack and Credit messages for everything pending (none if nothing is).
-    pub fn take(&mut self) -> Option<(usize, [SubscribeRequest; 2])> {
+    pub(crate) fn take(&mut self) -> Option<(usize, [SubscribeRequest; 2])> {
         if self.handles.is_empty() {
             return None;
         }
@@ -478,7 +478,7 @@ fn received(
 
 /// The backlog as published.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct PrefillReport {
+pub(crate) struct PrefillReport {
     pub events: u64,
     pub publish_secs: f64,
     pub publish_events_per_sec: f64,
@@ -524,7 +524,7 @@ fn live_batches(opts: &SubscribeOptions, base: Instant) -> Batches {
 
 /// The result of `bench subscribe`, as printed and as JSON.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct SubscribeReport {
+pub(crate) struct SubscribeReport {
     /// The run's settings (`rate`: the open-loop target, events/s).
     #[serde(flatten)]
     pub options: SubscribeOptions,
@@ -574,7 +574,7 @@ fn catch_up(
 }
 
 /// Runs the benchmark.
-pub async fn run(opts: SubscribeOptions) -> anyhow::Result<SubscribeReport> {
+pub(crate) async fn run(opts: SubscribeOptions) -> anyhow::Result<SubscribeReport> {
     opts.validate()?;
     if let Some(fsync) = opts.create_topic_fsync {
         let channel = load::connect(&opts.endpoint).await?;

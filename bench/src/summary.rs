@@ -10,18 +10,18 @@ use hdrhistogram::Histogram;
 const MAX_TRACKED_US: u64 = 120_000_000;
 
 /// A latency histogram in microseconds, 3 significant digits, 1 µs to 2 min.
-pub fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_TRACKED_US, 3).expect("static histogram bounds are valid")
 }
 
 /// Records `d` (in µs) into `h`, clamping what the histogram cannot track.
-pub fn record(h: &mut Histogram<u64>, d: Duration) {
+pub(crate) fn record(h: &mut Histogram<u64>, d: Duration) {
     h.saturating_record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
 }
 
 /// Percentiles of a latency histogram, in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct LatencySummary {
+pub(crate) struct LatencySummary {
     /// Samples recorded.
     pub count: u64,
     pub mean_us: f64,
@@ -34,7 +34,7 @@ pub struct LatencySummary {
 
 impl LatencySummary {
     /// Summarizes a histogram filled by [`record`]; all zeros when empty.
-    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+    pub(crate) fn from_histogram(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
             return Self::default();
         }
@@ -51,7 +51,7 @@ impl LatencySummary {
 }
 
 /// A duration in µs as short human text: `850µs`, `1.25ms`, `2.50s`.
-pub fn format_us(us: u64) -> String {
+pub(crate) fn format_us(us: u64) -> String {
     if us < 1_000 {
         format!("{us}µs")
     } else if us < 1_000_000 {
@@ -86,7 +86,7 @@ impl std::fmt::Display for LatencySummary {
 
 /// Median, min and max of a few samples (e.g. repeated start times).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct Spread {
+pub(crate) struct Spread {
     pub median: f64,
     pub min: f64,
     pub max: f64,
@@ -95,7 +95,7 @@ pub struct Spread {
 impl Spread {
     /// The spread of `samples`; all zeros when there are none. The median
     /// of an even count is the mean of the two middle samples.
-    pub fn of(samples: &[f64]) -> Self {
+    pub(crate) fn of(samples: &[f64]) -> Self {
         if samples.is_empty() {
             return Self::default();
         }
@@ -116,7 +116,7 @@ impl Spread {
 }
 
 /// `n` per second over `d`, guarding against a zero duration.
-pub fn per_sec(n: f64, d: Duration) -> f64 {
+pub(crate) fn per_sec(n: f64, d: Duration) -> f64 {
     n / d.as_secs_f64().max(1e-9)
 }
 

@@ -6,7 +6,7 @@ use herald_server::server::{BoundServer, ServerError};
 use tokio_util::sync::CancellationToken;
 
 /// A running in-process server; [`stop`](Self::stop) it at the end.
-pub struct TestServer {
+pub(crate) struct TestServer {
     /// `http://127.0.0.1:<port>`.
     pub endpoint: String,
     shutdown: CancellationToken,
@@ -14,7 +14,7 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let server = BoundServer::bind(ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             in_memory: true,
@@ -33,7 +33,7 @@ impl TestServer {
     }
 
     /// Shuts it down and checks it stopped cleanly.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         self.running.await.unwrap().unwrap();
     }

@@ -17,7 +17,7 @@ use super::summary::per_sec;
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct TopicsOptions {
+pub(crate) struct TopicsOptions {
     /// The `herald` binary to start.
     pub exe: PathBuf,
     /// Where the scratch data directory goes (default: the system temp dir).
@@ -32,7 +32,7 @@ pub struct TopicsOptions {
 
 /// What was measured.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct TopicsReport {
+pub(crate) struct TopicsReport {
     pub topics: usize,
     /// Creating them all, first call to last answer.
     pub create_secs: f64,
@@ -47,7 +47,7 @@ pub struct TopicsReport {
 
 /// Creates the topics, samples the idle server, restarts it; removes the
 /// scratch data afterwards.
-pub async fn run(opts: TopicsOptions) -> anyhow::Result<TopicsReport> {
+pub(crate) async fn run(opts: TopicsOptions) -> anyhow::Result<TopicsReport> {
     anyhow::ensure!(opts.concurrency > 0, "concurrency must be positive");
     let dir = ScratchDir::new(opts.parent_dir.as_deref(), "topics")?;
     let server = spawn_until_serving(&opts.exe, dir.path(), opts.timeout).await?;

@@ -21,8 +21,6 @@
 //! The crate including it must depend on `prost`, `herald-client` (and
 //! `prost-types` if the files use well-known types).
 
-#![warn(missing_docs)]
-
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@ use std::error::Error;
 
 /// `error` and its causes joined by `: `, leaving out every cause whose text
 /// the line already holds.
-pub fn describe(error: &(dyn Error + 'static)) -> String {
+pub(crate) fn describe(error: &(dyn Error + 'static)) -> String {
     let mut line = error.to_string();
     let mut cause = error.source();
     while let Some(current) = cause {

@@ -18,7 +18,7 @@ use tonic::transport::{Channel, Endpoint};
 
 /// `herald stats` flags.
 #[derive(Debug, Clone, clap::Args)]
-pub struct StatsArgs {
+pub(crate) struct StatsArgs {
     /// The server's gRPC endpoint: host:port, http://host:port or https://host:port.
     #[arg(
         long,
@@ -36,7 +36,7 @@ pub struct StatsArgs {
 
 /// Why stats could not be shown.
 #[derive(Debug, thiserror::Error)]
-pub enum StatsError {
+pub(crate) enum StatsError {
     #[error("{endpoint:?} is not a valid endpoint (write e.g. http://127.0.0.1:50051): {source}")]
     Endpoint {
         endpoint: String,
@@ -59,7 +59,7 @@ pub enum StatsError {
 
 /// One topic in a sample.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TopicRow {
+pub(crate) struct TopicRow {
     pub name: String,
     pub partitions: usize,
     /// Events stored now.
@@ -71,7 +71,7 @@ pub struct TopicRow {
 
 /// One subscription in a sample.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SubscriptionRow {
+pub(crate) struct SubscriptionRow {
     pub topic: String,
     pub name: String,
     pub kind: String,
@@ -85,14 +85,14 @@ pub struct SubscriptionRow {
 
 /// Everything read at one moment.
 #[derive(Debug, Clone)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub at: Instant,
     pub topics: Vec<TopicRow>,
     pub subscriptions: Vec<SubscriptionRow>,
 }
 
 /// Runs `herald stats`: prints the tables once, or every interval with `--watch`.
-pub async fn run(args: StatsArgs) -> Result<(), StatsError> {
+pub(crate) async fn run(args: StatsArgs) -> Result<(), StatsError> {
     let mut admin = connect(&args.endpoint).await?;
     let mut previous = sample(&mut admin).await?;
     loop {
@@ -128,7 +128,7 @@ async fn connect(endpoint: &str) -> Result<AdminClient<Channel>, StatsError> {
 
 /// Reads every topic and subscription. Ones deleted while reading are
 /// left out.
-pub async fn sample(admin: &mut AdminClient<Channel>) -> Result<Sample, StatsError> {
+pub(crate) async fn sample(admin: &mut AdminClient<Channel>) -> Result<Sample, StatsError> {
     let call = |call| move |source| StatsError::Call { call, source };
     let topics = admin
         .list_topics(ListTopicsRequest {})
@@ -212,7 +212,7 @@ fn kind_name(kind: i32) -> String {
 }
 
 /// The two tables; rates compare `current` with `previous`.
-pub fn render(previous: &Sample, current: &Sample) -> String {
+pub(crate) fn render(previous: &Sample, current: &Sample) -> String {
     let seconds = current
         .at
         .saturating_duration_since(previous.at)

@@ -18,6 +18,7 @@ use herald_client::prelude::*;
 /// A 100-byte payload.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Sample {
+    /// The payload bytes.
     #[prost(bytes = "vec", tag = "1")]
     pub data: Vec<u8>,
 }

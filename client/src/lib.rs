@@ -24,8 +24,6 @@
 //! # Ok(()) }
 //! ```
 
-#![warn(missing_docs)]
-
 mod consumer;
 mod error;
 mod event;

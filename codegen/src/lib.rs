@@ -16,8 +16,6 @@
 //! `python`, `typescript`, `rust`) is required, the others belong to the
 //! backend.
 
-#![warn(missing_docs)]
-
 use std::collections::BTreeMap;
 
 use prost::Message;

@@ -73,7 +73,13 @@ pub enum MetricsListen {
     /// a second Herald on the same machine (or any other exporter on 9464)
     /// then only costs a warning, while an address the operator chose that
     /// cannot be bound stops the server at start, like `--listen`.
-    On { addr: SocketAddr, required: bool },
+    On {
+        /// The address to serve on.
+        addr: SocketAddr,
+        /// Whether failing to bind `addr` stops the server; when false it
+        /// only logs a warning.
+        required: bool,
+    },
 }
 
 impl std::str::FromStr for MetricsListen {
@@ -142,13 +148,26 @@ impl Default for ServerConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// gRPC listen address; default `127.0.0.1:50051`.
     pub listen: Option<SocketAddr>,
+    /// Where topics are stored; default `herald-data`.
     pub data_dir: Option<PathBuf>,
+    /// Keep everything in memory (nothing survives a restart); default false.
     pub in_memory: Option<bool>,
+    /// Create a topic on its first publish instead of answering NOT_FOUND;
+    /// default true.
     pub auto_create_topics: Option<bool>,
+    /// Largest request the transport accepts, in bytes (at least 1024);
+    /// default 16 MiB.
     pub max_request_bytes: Option<usize>,
+    /// How long shutdown waits for open calls and streams, as a duration
+    /// (e.g. "10s"); default 10s.
     pub shutdown_timeout: Option<String>,
+    /// How long shutdown reports NOT_SERVING while still serving, as a
+    /// duration; default 0s.
     pub drain_delay: Option<String>,
+    /// How often retention runs over every partition, as a duration;
+    /// default 1m.
     pub retention_check_interval: Option<String>,
     /// `/metrics` address, or "off".
     pub metrics_listen: Option<String>,
@@ -156,8 +175,10 @@ pub struct FileConfig {
     pub keepalive_interval: Option<String>,
     /// How long a PING may go unanswered.
     pub keepalive_timeout: Option<String>,
+    /// The `[topic_defaults]` table.
     #[serde(default)]
     pub topic_defaults: TopicDefaults,
+    /// The `[subscriptions]` table.
     #[serde(default)]
     pub subscriptions: SubscriptionSettingsFile,
 }
@@ -178,13 +199,26 @@ pub struct SubscriptionSettingsFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicDefaults {
+    /// Partitions per topic, 1 to 1024; default 1.
     pub partitions: Option<u32>,
+    /// When a publish counts as durable: `batch`, `interval` or `none`;
+    /// default `batch`.
     pub fsync: Option<String>,
+    /// How often an `interval` topic fsyncs, as a duration; default 1s.
     pub fsync_interval: Option<String>,
+    /// How long event ids are remembered for dedup, as a duration (zero
+    /// disables dedup); default 2m.
     pub dedup_window: Option<String>,
+    /// Delete segments whose newest event is older than this, as a
+    /// duration; unset keeps events forever.
     pub retention_age: Option<String>,
+    /// Delete a partition's oldest segments while it holds more than this
+    /// many bytes; unset means no limit.
     pub retention_bytes: Option<u64>,
+    /// Largest accepted encoded event, in bytes; default 1 MiB, lowered to
+    /// `max_request_bytes` when that is smaller.
     pub max_event_bytes: Option<u32>,
+    /// Segment roll size, in bytes (at least 1 MiB); default 128 MiB.
     pub segment_bytes: Option<u64>,
 }
 
@@ -192,38 +226,63 @@ pub struct TopicDefaults {
 /// the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
+    /// gRPC listen address (file key `listen`).
     pub listen: Option<SocketAddr>,
+    /// Where topics are stored (file key `data_dir`).
     pub data_dir: Option<PathBuf>,
+    /// Keep everything in memory (file key `in_memory`).
     pub in_memory: Option<bool>,
+    /// Create topics on first publish (file key `auto_create_topics`).
     pub auto_create_topics: Option<bool>,
+    /// Largest accepted request, in bytes (file key `max_request_bytes`).
     pub max_request_bytes: Option<usize>,
+    /// How long shutdown waits for open calls (file key `shutdown_timeout`).
     pub shutdown_timeout: Option<Duration>,
+    /// How long shutdown reports NOT_SERVING first (file key `drain_delay`).
     pub drain_delay: Option<Duration>,
+    /// Partitions of topics created without explicit settings (file key
+    /// `topic_defaults.partitions`).
     pub default_partitions: Option<u32>,
+    /// Fsync policy of topics created without explicit settings (file key
+    /// `topic_defaults.fsync`).
     pub default_fsync: Option<Fsync>,
+    /// Whether and where `/metrics` is served (file key `metrics_listen`).
     pub metrics_listen: Option<MetricsListen>,
+    /// Time between HTTP/2 PINGs on each connection (file key
+    /// `keepalive_interval`).
     pub keepalive_interval: Option<Duration>,
+    /// How long a PING may go unanswered (file key `keepalive_timeout`).
     pub keepalive_timeout: Option<Duration>,
 }
 
 /// A configuration problem, naming the setting and what is accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file cannot be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The config file.
         path: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The config file is not valid TOML, has an unknown key or a value of
+    /// the wrong type.
     #[error("config file {path} is not valid: {source}")]
     Parse {
+        /// The config file.
         path: String,
+        /// The TOML error, naming the key or position.
         #[source]
         source: toml::de::Error,
     },
+    /// A setting's value is not accepted.
     #[error("setting {setting}: {reason}")]
     Invalid {
+        /// The setting, as its file key (e.g. `topic_defaults.fsync`).
         setting: &'static str,
+        /// What is wrong with the value and what is accepted.
         reason: String,
     },
 }

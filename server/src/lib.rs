@@ -4,10 +4,13 @@
 //! (`herald-cli`) runs, `metrics` (the Prometheus endpoint) and `testing`
 //! (an in-process server for tests).
 
+// Only what the binary, the benches and the tests use is public.
+#![warn(unreachable_pub)]
+
 pub mod api;
 pub mod broker;
 pub mod config;
-pub mod metrics;
+mod metrics;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

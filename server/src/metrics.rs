@@ -27,7 +27,7 @@
 //! fight over it; two servers in one process serving metrics would share
 //! (and add up) their series.
 
-pub mod connections;
+pub(crate) mod connections;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -44,31 +44,32 @@ use crate::config::MetricsListen;
 use connections::OpenCounts;
 
 /// Metric names, in one place so the README list and the code agree.
-pub mod names {
-    pub const PUBLISHED_EVENTS: &str = "herald_published_events_total";
-    pub const PUBLISHED_BYTES: &str = "herald_published_bytes_total";
-    pub const PUBLISH_DURATION: &str = "herald_publish_duration_seconds";
-    pub const FSYNC_DURATION: &str = "herald_fsync_duration_seconds";
-    pub const TOPIC_STORAGE_BYTES: &str = "herald_topic_storage_bytes";
-    pub const TOPIC_STORAGE_SEGMENTS: &str = "herald_topic_storage_segments";
-    pub const TOPIC_STORED_EVENTS: &str = "herald_topic_stored_events";
-    pub const SUB_BACKLOG_EVENTS: &str = "herald_subscription_backlog_events";
-    pub const SUB_BACKLOG_BYTES: &str = "herald_subscription_backlog_bytes";
-    pub const SUB_UNACKED: &str = "herald_subscription_unacked_events";
-    pub const SUB_CONSUMERS: &str = "herald_subscription_consumers";
-    pub const SUB_OLDEST_UNACKED_AGE: &str = "herald_subscription_oldest_unacked_age_seconds";
-    pub const SUB_DELIVERED: &str = "herald_subscription_delivered_total";
-    pub const SUB_ACKED: &str = "herald_subscription_acked_total";
-    pub const SUB_NACKED: &str = "herald_subscription_nacked_total";
-    pub const SUB_REDELIVERED: &str = "herald_subscription_redelivered_total";
-    pub const SUB_DEAD_LETTERED: &str = "herald_subscription_dead_lettered_total";
-    pub const CONNECTIONS_OPEN: &str = "herald_grpc_connections_open";
-    pub const STREAMS_OPEN: &str = "herald_grpc_streams_open";
+pub(crate) mod names {
+    pub(crate) const PUBLISHED_EVENTS: &str = "herald_published_events_total";
+    pub(crate) const PUBLISHED_BYTES: &str = "herald_published_bytes_total";
+    pub(crate) const PUBLISH_DURATION: &str = "herald_publish_duration_seconds";
+    pub(crate) const FSYNC_DURATION: &str = "herald_fsync_duration_seconds";
+    pub(crate) const TOPIC_STORAGE_BYTES: &str = "herald_topic_storage_bytes";
+    pub(crate) const TOPIC_STORAGE_SEGMENTS: &str = "herald_topic_storage_segments";
+    pub(crate) const TOPIC_STORED_EVENTS: &str = "herald_topic_stored_events";
+    pub(crate) const SUB_BACKLOG_EVENTS: &str = "herald_subscription_backlog_events";
+    pub(crate) const SUB_BACKLOG_BYTES: &str = "herald_subscription_backlog_bytes";
+    pub(crate) const SUB_UNACKED: &str = "herald_subscription_unacked_events";
+    pub(crate) const SUB_CONSUMERS: &str = "herald_subscription_consumers";
+    pub(crate) const SUB_OLDEST_UNACKED_AGE: &str =
+        "herald_subscription_oldest_unacked_age_seconds";
+    pub(crate) const SUB_DELIVERED: &str = "herald_subscription_delivered_total";
+    pub(crate) const SUB_ACKED: &str = "herald_subscription_acked_total";
+    pub(crate) const SUB_NACKED: &str = "herald_subscription_nacked_total";
+    pub(crate) const SUB_REDELIVERED: &str = "herald_subscription_redelivered_total";
+    pub(crate) const SUB_DEAD_LETTERED: &str = "herald_subscription_dead_lettered_total";
+    pub(crate) const CONNECTIONS_OPEN: &str = "herald_grpc_connections_open";
+    pub(crate) const STREAMS_OPEN: &str = "herald_grpc_streams_open";
 }
 
 /// How long a gauge outlives its last update; see the module docs. Far
 /// longer than a collection takes, shorter than any sane scrape interval.
-pub const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Latency buckets, seconds: 50 µs (an fsync on fast NVMe) to 10 s.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -93,7 +94,7 @@ pub enum MetricsError {
 
 /// Installs the process-wide Prometheus recorder, once; later calls return
 /// the same handle.
-pub fn install_recorder() -> Result<PrometheusHandle, MetricsError> {
+pub(crate) fn install_recorder() -> Result<PrometheusHandle, MetricsError> {
     static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
@@ -170,7 +171,7 @@ fn describe() {
 }
 
 /// The bound `/metrics` listener, ready to [`serve`](Self::serve).
-pub struct MetricsEndpoint {
+pub(crate) struct MetricsEndpoint {
     listener: TcpListener,
     handle: PrometheusHandle,
     local_addr: SocketAddr,
@@ -179,7 +180,7 @@ pub struct MetricsEndpoint {
 impl MetricsEndpoint {
     /// Installs the recorder and binds the address, or nothing when off. A
     /// default address that is taken only warns; see [`MetricsListen`].
-    pub async fn bind(listen: MetricsListen) -> Result<Option<Self>, MetricsError> {
+    pub(crate) async fn bind(listen: MetricsListen) -> Result<Option<Self>, MetricsError> {
         let MetricsListen::On { addr, required } = listen else {
             return Ok(None);
         };
@@ -203,12 +204,12 @@ impl MetricsEndpoint {
     }
 
     /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
     /// Serves `GET /metrics` until `shutdown` is cancelled.
-    pub async fn serve(self, broker: Broker, open: OpenCounts, shutdown: CancellationToken) {
+    pub(crate) async fn serve(self, broker: Broker, open: OpenCounts, shutdown: CancellationToken) {
         let handle = self.handle;
         let app = axum::Router::new().route(
             "/metrics",
@@ -238,7 +239,7 @@ impl MetricsEndpoint {
 
 /// Sets every state gauge (and the per-subscription counters) from the
 /// broker's stats and the open connection and stream counts.
-pub async fn collect(broker: &Broker, open: &OpenCounts) {
+pub(crate) async fn collect(broker: &Broker, open: &OpenCounts) {
     use metrics::{counter, gauge};
     use names::*;
     open.record();

@@ -42,31 +42,42 @@ const SERVICE_NAMES: [&str; 3] = [
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The data directory cannot be opened as storage.
     #[error(
         "cannot use data directory {path}: {source}; pass a writable directory with --data-dir (or HERALD_DATA_DIR)"
     )]
     DataDir {
+        /// The data directory.
         path: String,
+        /// Why storage could not open it.
         #[source]
         source: StorageError,
     },
+    /// Another server holds the data directory's lock.
     #[error(
         "{source}; stop that server first, or give this one its own --data-dir (or HERALD_DATA_DIR)"
     )]
     DataDirInUse {
+        /// The [`StorageError::Locked`] naming the directory and its holder.
         #[source]
         source: StorageError,
     },
+    /// The broker could not open the stored topics and subscriptions.
     #[error("cannot open the stored topics: {0}")]
     Broker(#[from] BrokerError),
+    /// The gRPC listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}; is another process using the port? pass --listen")]
     Bind {
+        /// The configured listen address.
         addr: SocketAddr,
+        /// The bind error.
         #[source]
         source: std::io::Error,
     },
+    /// The `/metrics` endpoint could not be set up.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The gRPC transport failed while serving.
     #[error("gRPC transport failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }

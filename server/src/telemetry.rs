@@ -81,6 +81,7 @@ pub enum LogFormat {
 /// Logging and tracing settings.
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
+    /// How log lines are written.
     pub log_format: LogFormat,
     /// `RUST_LOG` syntax; `RUST_LOG` itself wins when set.
     pub log_level: String,
@@ -95,14 +96,19 @@ pub struct TelemetryConfig {
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
+    /// The sample ratio is outside 0.0–1.0.
     #[error("trace sample ratio {0} is not between 0 and 1")]
     SampleRatio(f64),
+    /// The OTLP exporter cannot be built.
     #[error("cannot set up the OTLP exporter for {endpoint}: {source}")]
     Exporter {
+        /// The configured collector endpoint.
         endpoint: String,
+        /// Why the exporter cannot be built.
         #[source]
         source: opentelemetry_otlp::ExporterBuildError,
     },
+    /// A global tracing subscriber is already installed.
     #[error("a logger is already installed: {0}")]
     AlreadyInstalled(String),
 }

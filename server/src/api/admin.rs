@@ -11,12 +11,12 @@ use super::status::invalid_request;
 use crate::broker::Position;
 
 /// The Admin service.
-pub struct AdminService {
+pub(crate) struct AdminService {
     ctx: ApiContext,
 }
 
 impl AdminService {
-    pub fn new(ctx: ApiContext) -> Self {
+    pub(crate) fn new(ctx: ApiContext) -> Self {
         Self { ctx }
     }
 }

@@ -14,7 +14,7 @@ use crate::broker::{
 };
 
 /// A protobuf timestamp for milliseconds since the epoch.
-pub fn timestamp(ms: i64) -> prost_types::Timestamp {
+pub(crate) fn timestamp(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
@@ -35,7 +35,9 @@ fn from_proto_duration(field: &str, d: &prost_types::Duration) -> Result<Duratio
 }
 
 /// A request's topic config as a patch (unset fields are `None`).
-pub fn settings_patch(config: Option<&v1::TopicConfig>) -> Result<TopicSettingsPatch, BrokerError> {
+pub(crate) fn settings_patch(
+    config: Option<&v1::TopicConfig>,
+) -> Result<TopicSettingsPatch, BrokerError> {
     let Some(c) = config else {
         return Ok(TopicSettingsPatch::default());
     };
@@ -78,7 +80,7 @@ pub fn settings_patch(config: Option<&v1::TopicConfig>) -> Result<TopicSettingsP
 }
 
 /// Effective settings as a protobuf config.
-pub fn topic_config(s: &TopicSettings) -> v1::TopicConfig {
+pub(crate) fn topic_config(s: &TopicSettings) -> v1::TopicConfig {
     v1::TopicConfig {
         partitions: s.partitions,
         retention_age: s.retention_age.map(to_proto_duration),
@@ -96,7 +98,7 @@ pub fn topic_config(s: &TopicSettings) -> v1::TopicConfig {
 }
 
 /// A topic for the admin API.
-pub fn topic(info: &TopicInfo) -> v1::Topic {
+pub(crate) fn topic(info: &TopicInfo) -> v1::Topic {
     v1::Topic {
         name: info.name.clone(),
         config: Some(topic_config(&info.settings)),
@@ -105,7 +107,7 @@ pub fn topic(info: &TopicInfo) -> v1::Topic {
 }
 
 /// Topic stats for the admin API.
-pub fn topic_stats(stats: &TopicStats) -> v1::TopicStats {
+pub(crate) fn topic_stats(stats: &TopicStats) -> v1::TopicStats {
     let partitions: Vec<v1::PartitionStats> = stats
         .partitions
         .iter()
@@ -132,7 +134,7 @@ pub fn topic_stats(stats: &TopicStats) -> v1::TopicStats {
 /// A stored record as a delivered (or read) event: the stored bytes are the
 /// `herald.v1.Event` checked at publish, sent on as they are. `topic` is the
 /// topic name's bytes, shared by every delivery.
-pub fn delivered_event(
+pub(crate) fn delivered_event(
     topic: &bytes::Bytes,
     partition: u32,
     record: &crate::broker::StoredEvent,
@@ -153,7 +155,7 @@ pub fn delivered_event(
 }
 
 /// A request's position; `default` when unset.
-pub fn position(position: Option<&v1::Position>, default: Position) -> Position {
+pub(crate) fn position(position: Option<&v1::Position>, default: Position) -> Position {
     match position.and_then(|p| p.kind.as_ref()) {
         None => default,
         Some(v1::position::Kind::Earliest(_)) => Position::Earliest,
@@ -170,7 +172,7 @@ pub fn position(position: Option<&v1::Position>, default: Position) -> Position 
 }
 
 /// A proto subscription type as the broker's kind.
-pub fn subscription_kind(value: i32) -> Result<SubscriptionKind, BrokerError> {
+pub(crate) fn subscription_kind(value: i32) -> Result<SubscriptionKind, BrokerError> {
     match v1::SubscriptionType::try_from(value) {
         Ok(v1::SubscriptionType::Exclusive) => Ok(SubscriptionKind::Exclusive),
         Ok(v1::SubscriptionType::Shared) => Ok(SubscriptionKind::Shared),
@@ -188,7 +190,7 @@ pub fn subscription_kind(value: i32) -> Result<SubscriptionKind, BrokerError> {
 }
 
 /// The broker's kind as a proto subscription type.
-pub fn subscription_kind_to_proto(kind: SubscriptionKind) -> v1::SubscriptionType {
+pub(crate) fn subscription_kind_to_proto(kind: SubscriptionKind) -> v1::SubscriptionType {
     match kind {
         SubscriptionKind::Exclusive => v1::SubscriptionType::Exclusive,
         SubscriptionKind::Shared => v1::SubscriptionType::Shared,
@@ -204,7 +206,7 @@ fn subscription_duration(field: &str, d: &prost_types::Duration) -> Result<Durat
 }
 
 /// What a CreateSubscription or Attach asks for, defaults filled in.
-pub fn subscription_spec(
+pub(crate) fn subscription_spec(
     kind: i32,
     initial_position: Option<&v1::Position>,
     default_position: Position,
@@ -245,7 +247,7 @@ pub fn subscription_spec(
 }
 
 /// A subscription for the admin API.
-pub fn subscription(info: &SubscriptionInfo) -> v1::Subscription {
+pub(crate) fn subscription(info: &SubscriptionInfo) -> v1::Subscription {
     let s = &info.settings;
     v1::Subscription {
         topic: info.topic.clone(),
@@ -264,7 +266,7 @@ pub fn subscription(info: &SubscriptionInfo) -> v1::Subscription {
 }
 
 /// Subscription stats for the admin API.
-pub fn subscription_stats(
+pub(crate) fn subscription_stats(
     topic: &str,
     name: &str,
     stats: &SubscriptionStats,
@@ -296,7 +298,7 @@ pub fn subscription_stats(
 }
 
 /// Publish receipts as results.
-pub fn publish_results(receipts: Vec<PublishReceipt>) -> Vec<v1::PublishResult> {
+pub(crate) fn publish_results(receipts: Vec<PublishReceipt>) -> Vec<v1::PublishResult> {
     receipts
         .into_iter()
         .map(|r| v1::PublishResult {

@@ -15,7 +15,7 @@ use tonic::codegen::http;
 const TONIC_TOO_LARGE: &str = "message length too large";
 
 /// True when `status` is tonic's oversize-message refusal.
-pub fn is_tonic_too_large(status: &tonic::Status) -> bool {
+pub(crate) fn is_tonic_too_large(status: &tonic::Status) -> bool {
     status.code() == Code::OutOfRange && status.message().contains(TONIC_TOO_LARGE)
 }
 
@@ -25,13 +25,13 @@ pub fn is_tonic_too_large(status: &tonic::Status) -> bool {
 const TONIC_UNDECODABLE: &str = "failed to decode Protobuf message";
 
 /// True when `status` is tonic's refusal of bytes that do not decode.
-pub fn is_tonic_undecodable(status: &tonic::Status) -> bool {
+pub(crate) fn is_tonic_undecodable(status: &tonic::Status) -> bool {
     status.code() == Code::Internal && status.message().starts_with(TONIC_UNDECODABLE)
 }
 
 /// Herald's status for one of tonic's refusals of an inbound message, or
 /// `status` itself when it is none (e.g. the client reset the stream).
-pub fn inbound_refusal(status: tonic::Status, max_request_bytes: usize) -> tonic::Status {
+pub(crate) fn inbound_refusal(status: tonic::Status, max_request_bytes: usize) -> tonic::Status {
     if is_tonic_too_large(&status) {
         status::request_too_large(status.message(), max_request_bytes)
     } else if is_tonic_undecodable(&status) {
@@ -43,7 +43,7 @@ pub fn inbound_refusal(status: tonic::Status, max_request_bytes: usize) -> tonic
 
 /// Rewrites a trailers-only refusal (oversize or undecodable request) in a
 /// response to a unary request: unary and server-streaming calls.
-pub fn rewrite_response<B: Default>(
+pub(crate) fn rewrite_response<B: Default>(
     response: http::Response<B>,
     max_request_bytes: usize,
 ) -> http::Response<B> {

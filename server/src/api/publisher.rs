@@ -18,15 +18,15 @@ use crate::metrics::connections::StreamKind;
 
 /// Most batches of one PublishStream being stored at once; the server stops
 /// reading the stream while this many are in flight (backpressure).
-pub const MAX_IN_FLIGHT_PER_STREAM: usize = 1024;
+pub(crate) const MAX_IN_FLIGHT_PER_STREAM: usize = 1024;
 
 /// The Publisher service.
-pub struct PublisherService {
+pub(crate) struct PublisherService {
     ctx: ApiContext,
 }
 
 impl PublisherService {
-    pub fn new(ctx: ApiContext) -> Self {
+    pub(crate) fn new(ctx: ApiContext) -> Self {
         Self { ctx }
     }
 }

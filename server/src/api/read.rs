@@ -14,7 +14,7 @@ use crate::broker::{BrokerError, StoredEvent};
 
 /// Responses of one Read stream buffered ahead of the client; when full, the
 /// reader stops reading storage until the client catches up (backpressure).
-pub const READ_BUFFER: usize = 8;
+pub(crate) const READ_BUFFER: usize = 8;
 
 /// Sends the reader's batches until it ends, fails, the client goes away or
 /// the server shuts down (then the stream ends with UNAVAILABLE).

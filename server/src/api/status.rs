@@ -11,7 +11,7 @@ use crate::broker::BrokerError;
 use crate::broker::error::StorageFault;
 
 /// The status for a broker error.
-pub fn to_status(error: &BrokerError) -> tonic::Status {
+pub(crate) fn to_status(error: &BrokerError) -> tonic::Status {
     status_with_detail(&to_detail(error))
 }
 
@@ -23,7 +23,7 @@ impl From<BrokerError> for tonic::Status {
 }
 
 /// The error detail for a broker error (also sent inline on streams).
-pub fn to_detail(error: &BrokerError) -> ErrorDetail {
+pub(crate) fn to_detail(error: &BrokerError) -> ErrorDetail {
     let (code, herald_code, metadata): (Code, ErrorCode, Vec<(&str, String)>) = match error {
         BrokerError::InvalidTopicName { name, .. } => (
             Code::InvalidArgument,
@@ -256,7 +256,7 @@ fn message(error: &BrokerError) -> String {
 }
 
 /// A request field the api layer itself rejects (before the broker).
-pub fn invalid_request(message: impl Into<String>) -> tonic::Status {
+pub(crate) fn invalid_request(message: impl Into<String>) -> tonic::Status {
     status_with_detail(&error_detail(
         Code::InvalidArgument,
         ErrorCode::InvalidRequest,
@@ -266,7 +266,7 @@ pub fn invalid_request(message: impl Into<String>) -> tonic::Status {
 }
 
 /// The status for an oversize request, given tonic's original message.
-pub fn request_too_large(original: &str, max_request_bytes: usize) -> tonic::Status {
+pub(crate) fn request_too_large(original: &str, max_request_bytes: usize) -> tonic::Status {
     status_with_detail(&error_detail(
         Code::ResourceExhausted,
         ErrorCode::RequestTooLarge,
@@ -278,7 +278,7 @@ pub fn request_too_large(original: &str, max_request_bytes: usize) -> tonic::Sta
 }
 
 /// The status for a request that does not decode, given tonic's message.
-pub fn undecodable_request(original: &str) -> tonic::Status {
+pub(crate) fn undecodable_request(original: &str) -> tonic::Status {
     tracing::debug!(error = %original, "refused an undecodable request");
     status_with_detail(&error_detail(
         Code::InvalidArgument,
@@ -291,7 +291,7 @@ pub fn undecodable_request(original: &str) -> tonic::Status {
 }
 
 /// A malformed stream (wrong first message, second attach): the stream ends.
-pub fn protocol_violation(message: &str) -> tonic::Status {
+pub(crate) fn protocol_violation(message: &str) -> tonic::Status {
     status_with_detail(&error_detail(
         Code::InvalidArgument,
         ErrorCode::ProtocolViolation,
@@ -301,7 +301,7 @@ pub fn protocol_violation(message: &str) -> tonic::Status {
 }
 
 /// A bad request that does not end the stream, answered inline.
-pub fn inline_error(code: ErrorCode, message: &str) -> SubscribeReply {
+pub(crate) fn inline_error(code: ErrorCode, message: &str) -> SubscribeReply {
     SubscribeReply {
         response: Some(ServerMessage::Error(error_detail(
             Code::InvalidArgument,

@@ -18,12 +18,12 @@ use crate::broker::reader::ReadOptions;
 use crate::metrics::connections::StreamKind;
 
 /// The Subscriber service.
-pub struct SubscriberService {
+pub(crate) struct SubscriberService {
     ctx: ApiContext,
 }
 
 impl SubscriberService {
-    pub fn new(ctx: ApiContext) -> Self {
+    pub(crate) fn new(ctx: ApiContext) -> Self {
         Self { ctx }
     }
 }

@@ -25,8 +25,10 @@ use crate::broker::PublishReceipt;
 /// `herald.v1.PublishStreamRequest`, events undecoded.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PublishStreamFrame {
+    /// Chosen by the client, echoed in the response; use increasing numbers.
     #[prost(uint64, tag = "1")]
     pub sequence: u64,
+    /// Target topic. Created on first publish when the server allows it.
     #[prost(string, tag = "2")]
     pub topic: String,
     /// Each a `herald.v1.Event` message as sent.
@@ -44,16 +46,22 @@ pub struct WireDelivered {
     /// UTF-8; shared by every delivery of a topic instead of a `String` each.
     #[prost(bytes = "bytes", tag = "2")]
     pub topic: Bytes,
+    /// The partition the event is in.
     #[prost(uint32, tag = "3")]
     pub partition: u32,
+    /// The event's offset in its partition.
     #[prost(uint64, tag = "4")]
     pub offset: u64,
+    /// When the broker stored it.
     #[prost(message, optional, tag = "5")]
     pub publish_time: Option<prost_types::Timestamp>,
+    /// 1 on first delivery; 0 for reads.
     #[prost(uint32, tag = "6")]
     pub delivery_attempt: u32,
+    /// Names this delivery in Ack/Nack/ExtendDeadline; empty for reads.
     #[prost(string, tag = "7")]
     pub ack_handle: String,
+    /// Failover: the epoch of the active role this delivery was made under.
     #[prost(uint64, tag = "8")]
     pub epoch: u64,
 }
@@ -61,6 +69,7 @@ pub struct WireDelivered {
 /// `herald.v1.EventBatch`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct WireEventBatch {
+    /// The delivered events.
     #[prost(message, repeated, tag = "1")]
     pub events: Vec<WireDelivered>,
 }
@@ -68,6 +77,7 @@ pub struct WireEventBatch {
 /// `herald.v1.ReadResponse`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ReadReply {
+    /// The events read.
     #[prost(message, repeated, tag = "1")]
     pub events: Vec<WireDelivered>,
 }
@@ -75,6 +85,7 @@ pub struct ReadReply {
 /// `herald.v1.SubscribeResponse`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct SubscribeReply {
+    /// What the server sends.
     #[prost(oneof = "subscribe_reply::Response", tags = "1, 2, 3, 4, 5, 6")]
     pub response: Option<subscribe_reply::Response>,
 }
@@ -83,18 +94,26 @@ pub struct SubscribeReply {
 pub mod subscribe_reply {
     use super::*;
 
+    /// `herald.v1.SubscribeResponse.response`.
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Response {
+        /// The attach succeeded.
         #[prost(message, tag = "1")]
         Attached(Attached),
+        /// Events delivered to this consumer.
         #[prost(message, tag = "2")]
         Events(WireEventBatch),
+        /// Failover: whether this consumer is active, and who is.
         #[prost(message, tag = "3")]
         ActiveStatus(ActiveStatus),
+        /// Delivery is held back; the consumer is not forgotten.
         #[prost(message, tag = "4")]
         FlowStatus(FlowStatus),
+        /// Handles an Ack, Nack or ExtendDeadline named that could not be
+        /// applied.
         #[prost(message, tag = "5")]
         AckResult(AckResult),
+        /// A request failed without ending the stream.
         #[prost(message, tag = "6")]
         Error(ErrorDetail),
     }
@@ -104,8 +123,11 @@ pub mod subscribe_reply {
 /// encoded; decoding one skips every field.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PublishStreamReply {
+    /// The request this answers.
     pub sequence: u64,
+    /// Set when the batch was stored.
     pub results: Vec<PublishReceipt>,
+    /// Set when the batch was refused or failed; nothing of it was stored.
     pub error: Option<ErrorDetail>,
 }
 
@@ -116,11 +138,11 @@ const ERROR: u32 = 3;
 
 /// `PublishResult` fields.
 mod result {
-    pub const ID: u32 = 1;
-    pub const PARTITION: u32 = 2;
-    pub const OFFSET: u32 = 3;
-    pub const DUPLICATE: u32 = 4;
-    pub const PUBLISH_TIME: u32 = 5;
+    pub(super) const ID: u32 = 1;
+    pub(super) const PARTITION: u32 = 2;
+    pub(super) const OFFSET: u32 = 3;
+    pub(super) const DUPLICATE: u32 = 4;
+    pub(super) const PUBLISH_TIME: u32 = 5;
 }
 
 /// A `publish_time` as encoded. Receipts of one batch share their

@@ -22,7 +22,7 @@ use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_f
 use herald::event_field as tag;
 
 /// Bytes of an appended broker id field: key, length, 36-character UUID.
-pub const ASSIGNED_ID_FIELD_LEN: usize = 2 + UUID_LEN;
+pub(crate) const ASSIGNED_ID_FIELD_LEN: usize = 2 + UUID_LEN;
 const UUID_LEN: usize = 36;
 
 /// One event's encoding, checked, with the positions of the fields the
@@ -175,7 +175,7 @@ impl EncodedEvent {
 /// UUIDv7 allows for ordering within a millisecond), instead of a clock read
 /// and a random draw per event. Ids stay unique and increasing within the
 /// batch; across batches they differ by 74 fresh random bits.
-pub struct IdMinter {
+pub(crate) struct IdMinter {
     millis: u64,
     /// `rand_a` and `rand_b` as `Builder::from_unix_timestamp_millis` takes them.
     random: [u8; 10],
@@ -183,7 +183,7 @@ pub struct IdMinter {
 }
 
 impl IdMinter {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let millis = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -219,7 +219,11 @@ impl Default for IdMinter {
 
 /// Writes `bytes` followed by an `id` field holding a new UUIDv7 from
 /// `ids` into `out`, returning the stored bytes and the id within them.
-pub fn append_assigned_id(bytes: &[u8], ids: &mut IdMinter, out: &mut BytesMut) -> (Bytes, Bytes) {
+pub(crate) fn append_assigned_id(
+    bytes: &[u8],
+    ids: &mut IdMinter,
+    out: &mut BytesMut,
+) -> (Bytes, Bytes) {
     out.reserve(bytes.len() + ASSIGNED_ID_FIELD_LEN);
     out.put_slice(bytes);
     out.put_u8((tag::ID << 3) as u8 | WireType::LengthDelimited as u8);

@@ -18,17 +18,17 @@
 //! - [`reader`]: `Read`, position-based reads without a subscription;
 //! - [`telemetry`]: spans and metric handles of the paths above.
 
-pub mod encoded_event;
-pub mod error;
-pub mod position;
-pub mod publish;
+pub(crate) mod encoded_event;
+pub(crate) mod error;
+mod position;
+pub(crate) mod publish;
 pub mod reader;
 mod records;
 mod storage_health;
 mod stored_event;
 pub mod subscription;
 mod telemetry;
-pub mod topic;
+pub(crate) mod topic;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,8 +40,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use encoded_event::EncodedEvent;
-pub use error::{BrokerError, Result};
+pub use encoded_event::{EncodedEvent, MalformedEvent};
+pub use error::{BrokerError, Result, StorageFault};
 pub use position::Position;
 pub use publish::{EventId, MAX_EVENT_ID_BYTES, PendingPublish, PublishReceipt, partition_for_key};
 pub use stored_event::StoredEvent;
@@ -253,4 +253,15 @@ impl Broker {
             hint: "",
         }
     }
+}
+
+/// A broker on in-memory storage with default settings, for unit tests.
+#[cfg(test)]
+pub(crate) fn in_memory_broker() -> Broker {
+    Broker::open(
+        Arc::new(crate::storage::memory::MemoryStorage::new()),
+        BrokerConfig::default(),
+        CancellationToken::new(),
+    )
+    .expect("an in-memory broker opens")
 }

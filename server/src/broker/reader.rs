@@ -193,21 +193,14 @@ mod tests {
 
     use herald::v1::Event;
     use prost::Message;
-    use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::broker::{BrokerConfig, TopicSettingsPatch};
-    use crate::storage::memory::MemoryStorage;
+    use crate::broker::TopicSettingsPatch;
 
     const WAIT: Duration = Duration::from_secs(5);
 
     fn broker() -> Broker {
-        Broker::open(
-            Arc::new(MemoryStorage::new()),
-            BrokerConfig::default(),
-            CancellationToken::new(),
-        )
-        .unwrap()
+        crate::broker::in_memory_broker()
     }
 
     fn topic(broker: &Broker, name: &str, partitions: u32) {

@@ -83,12 +83,12 @@ struct VersionOnly {
 }
 
 impl TopicRecord {
-    pub fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         pretty(TOPIC_VERSION, self)
     }
 
     /// `topic` names the record in errors.
-    pub fn decode(bytes: &[u8], topic: &str) -> Result<Self> {
+    pub(super) fn decode(bytes: &[u8], topic: &str) -> Result<Self> {
         decode(bytes, TOPIC_VERSION, false, || {
             format!("metadata of topic {topic:?}")
         })
@@ -96,11 +96,11 @@ impl TopicRecord {
 }
 
 impl SubscriptionRecord {
-    pub fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         pretty(SUBSCRIPTION_VERSION, self)
     }
 
-    pub fn decode(bytes: &[u8], topic: &str, subscription: &str) -> Result<Self> {
+    pub(super) fn decode(bytes: &[u8], topic: &str, subscription: &str) -> Result<Self> {
         decode(bytes, SUBSCRIPTION_VERSION, false, || {
             format!("metadata of subscription {subscription:?} on topic {topic:?}")
         })
@@ -108,7 +108,7 @@ impl SubscriptionRecord {
 }
 
 impl CursorRecord {
-    pub fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(&Versioned {
             version: CURSOR_VERSION,
             body: self,
@@ -116,7 +116,7 @@ impl CursorRecord {
         .expect("cursors always serialize")
     }
 
-    pub fn decode(bytes: &[u8], topic: &str, subscription: &str) -> Result<Self> {
+    pub(super) fn decode(bytes: &[u8], topic: &str, subscription: &str) -> Result<Self> {
         decode(bytes, CURSOR_VERSION, true, || {
             format!("cursor of subscription {subscription:?} on topic {topic:?}")
         })

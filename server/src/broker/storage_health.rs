@@ -15,7 +15,7 @@ use crate::storage::StorageError;
 
 /// The failing partitions, shared by the partition writers.
 #[derive(Clone)]
-pub struct StorageHealth {
+pub(crate) struct StorageHealth {
     failing: Arc<Mutex<BTreeMap<(String, u32), String>>>,
     /// `None` while every partition can write; else one failure, for logs.
     state: Arc<watch::Sender<Option<String>>>,
@@ -33,12 +33,12 @@ impl Default for StorageHealth {
 
 impl StorageHealth {
     /// Follows the state: `None` while storage can write.
-    pub fn watch(&self) -> watch::Receiver<Option<String>> {
+    pub(crate) fn watch(&self) -> watch::Receiver<Option<String>> {
         self.state.subscribe()
     }
 
     /// Records the outcome of an append to `topic`/`partition`.
-    pub fn record(&self, topic: &str, partition: u32, outcome: Result<(), &StorageError>) {
+    pub(crate) fn record(&self, topic: &str, partition: u32, outcome: Result<(), &StorageError>) {
         let mut failing = self.failing.lock();
         let key = (topic.to_owned(), partition);
         match outcome {
@@ -59,7 +59,7 @@ impl StorageHealth {
     }
 
     /// Forgets a deleted topic's partitions.
-    pub fn forget_topic(&self, topic: &str) {
+    pub(crate) fn forget_topic(&self, topic: &str) {
         let mut failing = self.failing.lock();
         let before = failing.len();
         failing.retain(|(t, _), _| t != topic);

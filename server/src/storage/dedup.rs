@@ -10,7 +10,7 @@ use bytes::Bytes;
 /// Expiry is by append time, which never decreases along a log, so the
 /// oldest entries are always at the front of `order`.
 #[derive(Debug, Default)]
-pub struct DedupWindow {
+pub(crate) struct DedupWindow {
     /// How long an id is remembered; zero disables dedup.
     window_ms: i64,
     /// id -> (offset, append time) of the original record. aHash rather
@@ -23,7 +23,7 @@ pub struct DedupWindow {
 
 impl DedupWindow {
     /// An empty window remembering ids for `window_ms` milliseconds.
-    pub fn new(window_ms: i64) -> Self {
+    pub(crate) fn new(window_ms: i64) -> Self {
         Self {
             window_ms,
             ..Self::default()
@@ -31,19 +31,19 @@ impl DedupWindow {
     }
 
     /// Whether dedup is on at all.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.window_ms > 0
     }
 
     /// The oldest append time still inside the window at `now_ms`; records
     /// appended before it need not be scanned when rebuilding the window.
-    pub fn horizon(&self, now_ms: i64) -> i64 {
+    pub(crate) fn horizon(&self, now_ms: i64) -> i64 {
         now_ms.saturating_sub(self.window_ms)
     }
 
     /// The original (offset, append time) if `id` was appended within the
     /// window ending at `now_ms`.
-    pub fn lookup(&mut self, id: &Bytes, now_ms: i64) -> Option<(u64, i64)> {
+    pub(crate) fn lookup(&mut self, id: &Bytes, now_ms: i64) -> Option<(u64, i64)> {
         if !self.enabled() || id.is_empty() {
             return None;
         }
@@ -52,7 +52,7 @@ impl DedupWindow {
     }
 
     /// Records that `id` was stored at `offset` at `timestamp_ms`.
-    pub fn insert(&mut self, id: Bytes, offset: u64, timestamp_ms: i64) {
+    pub(crate) fn insert(&mut self, id: Bytes, offset: u64, timestamp_ms: i64) {
         if !self.enabled() || id.is_empty() {
             return;
         }
@@ -61,7 +61,7 @@ impl DedupWindow {
     }
 
     /// Forgets ids appended before the window ending at `now_ms`.
-    pub fn expire(&mut self, now_ms: i64) {
+    pub(crate) fn expire(&mut self, now_ms: i64) {
         let horizon = self.horizon(now_ms);
         while let Some((ts, _)) = self.order.front() {
             if *ts >= horizon {
@@ -79,7 +79,7 @@ impl DedupWindow {
     /// everything in `self` (so its append times are never older), keeping
     /// `newer`'s answer for an id both hold. Used to install a window rebuilt
     /// in the background without losing ids appended meanwhile.
-    pub fn merge_newer(&mut self, newer: DedupWindow) {
+    pub(crate) fn merge_newer(&mut self, newer: DedupWindow) {
         let DedupWindow {
             mut by_id, order, ..
         } = newer;
@@ -95,17 +95,19 @@ impl DedupWindow {
     }
 
     /// Forgets ids stored at offsets below `first_offset` (deleted by retention).
-    pub fn forget_below(&mut self, first_offset: u64) {
+    pub(crate) fn forget_below(&mut self, first_offset: u64) {
         self.by_id.retain(|_, (offset, _)| *offset >= first_offset);
     }
 
     /// Number of ids remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }
 
     /// True when no id is remembered.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
 }

@@ -39,7 +39,7 @@
 //! started, so concurrent appenders of one log (the storage bench, tests)
 //! share fsyncs as well; `interval` and `none` answer after the write.
 
-pub mod dedup;
+pub(crate) mod dedup;
 pub mod file;
 pub mod memory;
 #[cfg(test)]
@@ -202,29 +202,49 @@ pub enum StorageError {
     /// The device is full (ENOSPC / EDQUOT); nothing of the failed append is readable.
     #[error("storage is full while {context}: {source}")]
     Full {
+        /// What the storage was doing, e.g. `appending`.
         context: String,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
     /// Any other I/O failure.
     #[error("I/O error while {context}: {source}")]
     Io {
+        /// What the storage was doing, e.g. `opening <path>`.
         context: String,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
     /// Stored bytes failed validation in a place recovery cannot repair.
     #[error("corrupt data in {path}: {reason}")]
-    Corrupt { path: String, reason: String },
+    Corrupt {
+        /// The file holding the bad bytes.
+        path: String,
+        /// What failed validation.
+        reason: String,
+    },
     /// A single record that can never fit in a segment.
     #[error("record of {size} bytes exceeds the segment size of {limit} bytes")]
-    RecordTooLarge { size: usize, limit: u64 },
+    RecordTooLarge {
+        /// Encoded size of the batch holding the record, in bytes.
+        size: usize,
+        /// The log's segment size ([`LogConfig::segment_bytes`]), in bytes.
+        limit: u64,
+    },
     /// The log was closed (shutdown or topic deleted).
     #[error("partition log is closed")]
     Closed,
     /// Another process (or another open storage) holds the data directory.
     #[error("data directory {path} is in use by another Herald server ({holder})")]
-    Locked { path: String, holder: String },
+    Locked {
+        /// The data directory.
+        path: String,
+        /// What the lock file says about the holder: its pid and, once known,
+        /// its listen address.
+        holder: String,
+    },
 }
 
 impl StorageError {
@@ -254,6 +274,7 @@ impl StorageError {
     }
 }
 
+/// The result of a storage operation; the error defaults to [`StorageError`].
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// One partition's log.

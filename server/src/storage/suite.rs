@@ -15,21 +15,21 @@ use super::{
 };
 
 /// A storage under test, plus whatever keeps it alive (its temp dir).
-pub struct Harness {
+pub(super) struct Harness {
     /// The storage being tested.
     pub storage: Box<dyn Storage>,
     /// Removed when the test ends.
     pub _dir: Option<tempfile::TempDir>,
 }
 
-pub fn memory() -> Harness {
+pub(super) fn memory() -> Harness {
     Harness {
         storage: Box::new(MemoryStorage::new()),
         _dir: None,
     }
 }
 
-pub fn file() -> Harness {
+pub(super) fn file() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = FileStorage::open(dir.path()).expect("open file storage");
     Harness {
@@ -39,13 +39,13 @@ pub fn file() -> Harness {
 }
 
 /// A clock tests move by hand.
-pub fn manual_clock(start: i64) -> (Arc<AtomicI64>, Clock) {
+pub(super) fn manual_clock(start: i64) -> (Arc<AtomicI64>, Clock) {
     let now = Arc::new(AtomicI64::new(start));
     let for_clock = now.clone();
     (now, Arc::new(move || for_clock.load(Ordering::SeqCst)))
 }
 
-pub fn config(clock: Clock) -> LogConfig {
+pub(super) fn config(clock: Clock) -> LogConfig {
     LogConfig {
         segment_bytes: 64 * 1024,
         index_interval_bytes: 1024,
@@ -54,7 +54,7 @@ pub fn config(clock: Clock) -> LogConfig {
     }
 }
 
-pub fn rec(id: &str, payload: &str) -> NewRecord {
+pub(super) fn rec(id: &str, payload: &str) -> NewRecord {
     NewRecord {
         id: Bytes::copy_from_slice(id.as_bytes()),
         payload: Bytes::copy_from_slice(payload.as_bytes()),
@@ -62,7 +62,7 @@ pub fn rec(id: &str, payload: &str) -> NewRecord {
 }
 
 /// `n` records without ids with 100-byte payloads tagged by `tag`.
-pub fn batch(tag: usize, n: usize) -> Vec<NewRecord> {
+pub(super) fn batch(tag: usize, n: usize) -> Vec<NewRecord> {
     (0..n)
         .map(|i| NewRecord {
             id: Bytes::new(),
@@ -71,7 +71,7 @@ pub fn batch(tag: usize, n: usize) -> Vec<NewRecord> {
         .collect()
 }
 
-pub async fn read_all(log: &dyn PartitionLog, from: u64) -> Vec<super::StoredRecord> {
+pub(super) async fn read_all(log: &dyn PartitionLog, from: u64) -> Vec<super::StoredRecord> {
     let mut out = Vec::new();
     let mut next = from;
     loop {

@@ -4,7 +4,7 @@
 
 #[cfg(test)]
 mod tests;
-pub mod writer;
+pub(crate) mod writer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +36,7 @@ impl EventId {
         EventId(bytes)
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("event ids are UTF-8")
     }
@@ -45,10 +46,12 @@ impl EventId {
         &self.0
     }
 
+    /// Length of the id, in bytes.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// True for the empty id.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -11,16 +11,16 @@ use tracing::Instrument;
 use crate::storage::{Appended, NewRecord, PartitionLog, StorageError};
 
 /// Appends queued per partition before a publisher waits for room.
-pub const QUEUE_DEPTH: usize = 1024;
+pub(crate) const QUEUE_DEPTH: usize = 1024;
 /// Most payload bytes the partition writer merges into one storage batch.
-pub const MAX_GROUP_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_GROUP_BYTES: usize = 4 * 1024 * 1024;
 
 /// What the writer answers for one job: one [`Appended`] per record, or the
 /// storage failure (shared by every job of the failed group).
-pub type AppendOutcome = Result<Vec<Appended>, Arc<StorageError>>;
+pub(crate) type AppendOutcome = Result<Vec<Appended>, Arc<StorageError>>;
 
 /// One publish's records for one partition, and where to send the outcome.
-pub struct AppendJob {
+pub(crate) struct AppendJob {
     /// The records, in the order they were published.
     pub records: Vec<NewRecord>,
     /// Payload bytes in `records`, to bound merged batches.
@@ -33,7 +33,7 @@ pub struct AppendJob {
 }
 
 /// Where a writer reports whether its appends succeed.
-pub struct HealthReport {
+pub(crate) struct HealthReport {
     pub health: crate::broker::storage_health::StorageHealth,
     pub topic: String,
     pub partition: u32,
@@ -42,7 +42,7 @@ pub struct HealthReport {
 /// Runs until every sender of `jobs` is dropped, appending each group of
 /// queued jobs as one storage batch of at most `max_group_bytes` (a single
 /// job larger than that goes alone).
-pub async fn run(
+pub(crate) async fn run(
     log: Arc<dyn PartitionLog>,
     mut jobs: mpsc::Receiver<AppendJob>,
     max_group_bytes: usize,

@@ -3,11 +3,11 @@
 //! and persists the cursor. Consumers talk to that task through a
 //! [`Consumer`] handle; nothing here knows about gRPC.
 
-pub mod ack_set;
+mod ack_set;
 mod cursor;
 mod dead_letter;
-pub mod dispatch;
-pub mod registry;
+pub(crate) mod dispatch;
+pub(crate) mod registry;
 mod stats;
 mod task;
 
@@ -35,9 +35,11 @@ pub const MAX_ACK_DEADLINE: Duration = Duration::from_secs(3600);
 /// A subscription's settings, fixed at creation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubscriptionSettings {
+    /// How events are shared among the subscription's consumers.
     pub kind: SubscriptionKind,
     /// Redeliver an event not acked within this time.
     pub ack_deadline: Duration,
+    /// Redelivery backoff and dead-lettering.
     pub redelivery: RedeliveryPolicy,
     /// Where events past `max_delivery_attempts` go.
     pub dead_letter_topic: String,
@@ -46,20 +48,27 @@ pub struct SubscriptionSettings {
 /// A subscription as the admin API reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscriptionInfo {
+    /// The topic the subscription reads.
     pub topic: String,
+    /// The subscription's name, unique within its topic.
     pub name: String,
+    /// The subscription's settings.
     pub settings: SubscriptionSettings,
+    /// Creation time, milliseconds since the epoch.
     pub created_at_ms: i64,
 }
 
 /// What a request asks of a subscription when it may create it.
 #[derive(Debug, Clone)]
 pub struct SubscriptionSpec {
+    /// How events are shared among consumers; must match the type of an
+    /// existing subscription.
     pub kind: SubscriptionKind,
     /// Where a new subscription starts. Default latest.
     pub initial_position: Position,
     /// Default 30 s.
     pub ack_deadline: Option<Duration>,
+    /// For a new subscription.
     pub redelivery: RedeliveryPolicy,
     /// Default `<topic>.<subscription>.dlq`.
     pub dead_letter_topic: Option<String>,
@@ -79,30 +88,51 @@ pub struct AttachOptions {
 /// One event delivered to a consumer.
 #[derive(Debug, Clone)]
 pub struct DeliveredRecord {
+    /// The partition the event is in.
     pub partition: u32,
+    /// The event as stored.
     pub record: crate::broker::StoredEvent,
+    /// 1 on first delivery.
     pub attempt: u32,
+    /// Names this delivery in ack, nack and extend.
     pub handle: String,
+    /// Failover: the epoch of the active role this delivery was made under.
     pub epoch: u64,
 }
 
 /// What a consumer receives from its subscription.
 #[derive(Debug)]
 pub enum ConsumerEvent {
+    /// Events delivered to this consumer.
     Events(Vec<DeliveredRecord>),
+    /// Failover: whether this consumer is active, and who is. Sent on
+    /// attach and to every consumer on every handover.
     ActiveStatus {
+        /// Whether this consumer holds the active role of any partition.
         active: bool,
+        /// This consumer's name when active; for a standby, the active
+        /// consumer of partition 0.
         active_consumer: String,
+        /// Increases on every handover.
         epoch: u64,
+        /// The partitions this consumer is active for.
         partitions: Vec<u32>,
     },
+    /// Delivery to this consumer is held back; it is not forgotten.
     Held {
+        /// Why delivery is held back.
         reason: HeldReason,
+        /// Events delivered to this consumer and not yet acked.
         outstanding: u64,
+        /// Credits this consumer has left.
         credits: u64,
     },
+    /// Handles an ack, nack or extend named that could not be applied.
     AckResult {
+        /// Never issued, already acked, or repeated within one request.
         invalid: Vec<String>,
+        /// Issued under an older failover epoch, or already redelivered
+        /// elsewhere.
         stale: Vec<String>,
     },
     /// The subscription ended for this consumer (deleted, topic deleted,
@@ -150,8 +180,11 @@ pub(crate) enum Command {
 /// The attach succeeded.
 #[derive(Debug, Clone)]
 pub struct Attached {
+    /// The consumer's name: the one asked for, or the one made up.
     pub consumer_name: String,
+    /// The subscription's type.
     pub kind: SubscriptionKind,
+    /// How many partitions the topic has.
     pub partitions: u32,
 }
 
@@ -170,19 +203,31 @@ pub struct SubscriptionStats {
     pub oldest_unacked_age: Option<Duration>,
     /// Delivered and not yet acked.
     pub unacked: u64,
+    /// Deliveries so far, redeliveries included.
     pub delivered: u64,
+    /// Redeliveries so far.
     pub redelivered: u64,
+    /// Events acknowledged so far (dead-lettered ones not included).
     pub acked: u64,
+    /// Nacks received so far (one per nacked delivery).
     pub nacked: u64,
+    /// Events sent to the dead-letter topic so far.
     pub dead_lettered: u64,
+    /// The attached consumers.
     pub consumers: Vec<ConsumerStats>,
 }
 
+/// One attached consumer of a subscription, as stats show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsumerStats {
+    /// The consumer's name.
     pub name: String,
+    /// Delivered and not yet acked.
     pub outstanding: u64,
+    /// Credits the consumer has left.
     pub credits: u64,
+    /// Failover: whether it holds the active role (of any partition);
+    /// always true for the other types.
     pub active: bool,
 }
 

@@ -19,9 +19,9 @@ use crate::broker::{Broker, BrokerError, Position, Result, Topic};
 use crate::storage::system_clock;
 
 /// Default time to ack a delivery.
-pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(30);
 /// Shortest accepted ack deadline.
-pub const MIN_ACK_DEADLINE: Duration = Duration::from_millis(10);
+pub(crate) const MIN_ACK_DEADLINE: Duration = Duration::from_millis(10);
 
 impl Broker {
     /// Creates a subscription on an existing topic.
@@ -482,20 +482,13 @@ mod tests {
     use std::time::Duration;
 
     use herald::v1::Event;
-    use tokio_util::sync::CancellationToken;
 
     use super::*;
+    use crate::broker::TopicSettingsPatch;
     use crate::broker::subscription::{ConsumerEvent, RedeliveryPolicy, SubscriptionKind};
-    use crate::broker::{BrokerConfig, TopicSettingsPatch};
-    use crate::storage::memory::MemoryStorage;
 
     fn broker() -> Broker {
-        Broker::open(
-            Arc::new(MemoryStorage::new()),
-            BrokerConfig::default(),
-            CancellationToken::new(),
-        )
-        .unwrap()
+        crate::broker::in_memory_broker()
     }
 
     fn events(n: usize) -> Vec<Event> {

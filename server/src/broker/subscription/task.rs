@@ -107,7 +107,7 @@ pub(super) struct Running {
 
 impl SubscriptionTask {
     /// Runs until stopped (delete, topic delete, shutdown).
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let (dlq_tx, dlq_rx) = mpsc::unbounded_channel();
         let (cursor_tx, cursor_rx) = watch::channel(None);
         let flusher = self.tasks.spawn(flush_cursors(

@@ -2,7 +2,7 @@
 //! storage-side lifecycle (partitions, metadata, writers) and retention.
 //! Settings and their validation live in [`settings`].
 
-pub mod settings;
+pub(crate) mod settings;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use tokio::sync::mpsc;
 
-pub use settings::{
-    Fsync, TopicSettings, TopicSettingsPatch, validate_subscription_name, validate_topic_name,
-};
+pub(crate) use settings::validate_subscription_name;
+pub use settings::{Fsync, TopicSettings, TopicSettingsPatch, validate_topic_name};
 
 use super::publish::writer;
 use super::records::TopicRecord;
@@ -24,15 +23,20 @@ use crate::storage::{PartitionLog, PartitionStats, system_clock};
 /// A topic as the admin API reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {
+    /// The topic's name.
     pub name: String,
+    /// The topic's effective settings.
     pub settings: TopicSettings,
+    /// Creation time, milliseconds since the epoch.
     pub created_at_ms: i64,
 }
 
 /// A topic's size per partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicStats {
+    /// The topic's name.
     pub name: String,
+    /// Size and range of each partition, indexed by partition number.
     pub partitions: Vec<PartitionStats>,
 }
 

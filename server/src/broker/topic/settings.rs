@@ -9,11 +9,11 @@ use crate::broker::error::{BrokerError, Result};
 use crate::storage::{FsyncPolicy, LogConfig, Retention, system_clock};
 
 /// Longest topic (and subscription) name.
-pub const MAX_NAME_LEN: usize = 249;
+pub(crate) const MAX_NAME_LEN: usize = 249;
 /// Most partitions a topic may have.
-pub const MAX_PARTITIONS: u32 = 1024;
+pub(crate) const MAX_PARTITIONS: u32 = 1024;
 /// Smallest segment size a topic may use.
-pub const MIN_SEGMENT_BYTES: u64 = 1024 * 1024;
+pub(crate) const MIN_SEGMENT_BYTES: u64 = 1024 * 1024;
 
 /// What is wrong with a topic or subscription name, if anything: names are
 /// 1-249 characters of `[A-Za-z0-9._-]`, not `.`/`..` (they become file
@@ -47,7 +47,7 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
 }
 
 /// Checks a subscription name (same rule as topics).
-pub fn validate_subscription_name(name: &str) -> Result<()> {
+pub(crate) fn validate_subscription_name(name: &str) -> Result<()> {
     match name_problem(name) {
         Some(reason) => Err(BrokerError::InvalidSubscriptionName {
             name: name.chars().take(300).collect(),
@@ -126,13 +126,21 @@ impl Default for TopicSettings {
 /// and "unchanged" on update.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TopicSettingsPatch {
+    /// Number of partitions; fixed at creation.
     pub partitions: Option<u32>,
+    /// Delete segments whose newest event is older than this.
     pub retention_age: Option<Duration>,
+    /// Delete oldest segments while a partition holds more than this.
     pub retention_bytes: Option<u64>,
+    /// When a publish counts as durable; fixed at creation.
     pub fsync: Option<Fsync>,
+    /// For `Fsync::Interval`; fixed at creation.
     pub fsync_interval: Option<Duration>,
+    /// How long event ids are remembered for dedup; fixed at creation.
     pub dedup_window: Option<Duration>,
+    /// Largest accepted encoded event.
     pub max_event_bytes: Option<u32>,
+    /// Segment roll size; fixed at creation.
     pub segment_bytes: Option<u64>,
 }
 
@@ -281,11 +289,11 @@ mod humantime_serde {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
@@ -296,14 +304,16 @@ mod humantime_serde_opt {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             Some(d) => super::humantime_serde::serialize(d, s),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         Option::<String>::deserialize(d)?
             .map(|text| humantime::parse_duration(&text).map_err(serde::de::Error::custom))
             .transpose()

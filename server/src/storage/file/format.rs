@@ -11,10 +11,10 @@ use crate::storage::StoredRecord;
 
 /// Format version of a batch; bump it (and keep decoding the old one) when
 /// the layout changes.
-pub const BATCH_MAGIC: u8 = 1;
+pub(crate) const BATCH_MAGIC: u8 = 1;
 
 /// Format version of a metadata file (topic meta, subscription meta, cursor).
-pub const META_MAGIC: u8 = 1;
+pub(crate) const META_MAGIC: u8 = 1;
 
 // A record batch: the records stored by one `append` call.
 //
@@ -25,7 +25,7 @@ pub const META_MAGIC: u8 = 1;
 // every byte after the `crc32c` field. `attributes` is reserved (0). Records
 // hold consecutive offsets starting at `base_offset`.
 /// Bytes before the first record of a batch.
-pub const BATCH_HEADER_LEN: usize = 4 + 4 + 1 + 1 + 4 + 8 + 8 + 8;
+pub(crate) const BATCH_HEADER_LEN: usize = 4 + 4 + 1 + 1 + 4 + 8 + 8 + 8;
 /// Bytes of a batch covered by `batch_len` that precede the CRC'd part.
 const CRC_START: usize = 8;
 
@@ -35,7 +35,7 @@ const CRC_START: usize = 8;
 //
 // `timestamp_delta` is added to the batch's `first_timestamp`.
 /// Fixed bytes of one record besides its id and payload.
-pub const RECORD_OVERHEAD: usize = 4 + 4 + 4;
+pub(crate) const RECORD_OVERHEAD: usize = 4 + 4 + 4;
 
 // A sparse offset index entry (`<base>.index`), one per `index_interval_bytes`
 // of log, in increasing order:
@@ -45,7 +45,7 @@ pub const RECORD_OVERHEAD: usize = 4 + 4 + 4;
 // `relative_offset` is a batch's base offset minus the segment's base offset;
 // `position` is where that batch starts in the `.log` file.
 /// Bytes of one offset index entry.
-pub const INDEX_ENTRY_LEN: usize = 8;
+pub(crate) const INDEX_ENTRY_LEN: usize = 8;
 
 // A time index entry (`<base>.timeindex`), written beside each offset index
 // entry:
@@ -55,7 +55,7 @@ pub const INDEX_ENTRY_LEN: usize = 8;
 // `max_timestamp` is the newest timestamp of the segment up to and including
 // the batch at `relative_offset`.
 /// Bytes of one time index entry.
-pub const TIME_ENTRY_LEN: usize = 12;
+pub(crate) const TIME_ENTRY_LEN: usize = 12;
 
 // Metadata files, replaced atomically: a topic's `meta.bin`, and a
 // subscription's `<name>.meta` and `<name>.cursor`:
@@ -68,7 +68,7 @@ const META_HEADER_LEN: usize = 1 + 4 + 4;
 
 /// Why bytes did not decode.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FormatError(pub String);
+pub(crate) struct FormatError(pub String);
 
 impl std::fmt::Display for FormatError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -123,7 +123,7 @@ impl<'a> Cursor<'a> {
 
 /// The fixed header of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchHeader {
+pub(crate) struct BatchHeader {
     /// Whole batch size in bytes, including the `batch_len` field itself.
     pub total_len: usize,
     /// Stored CRC of everything after the CRC field.
@@ -140,7 +140,7 @@ pub struct BatchHeader {
 
 impl BatchHeader {
     /// Offset one past the batch's last record.
-    pub fn end_offset(&self) -> u64 {
+    pub(crate) fn end_offset(&self) -> u64 {
         self.base_offset
             .saturating_add(u64::from(self.record_count))
     }
@@ -148,14 +148,14 @@ impl BatchHeader {
 
 /// The total size of the batch starting at `buf`, from its length field, if
 /// at least those 4 bytes are present.
-pub fn peek_batch_len(buf: &[u8]) -> Option<usize> {
+pub(crate) fn peek_batch_len(buf: &[u8]) -> Option<usize> {
     let b: [u8; 4] = buf.get(..4)?.try_into().ok()?;
     Some(u32::from_le_bytes(b) as usize + 4)
 }
 
 /// Decodes a batch header from the start of `buf` (which need only hold the
 /// header) and checks what can be checked without the body.
-pub fn decode_header(buf: &[u8]) -> Result<BatchHeader, FormatError> {
+pub(crate) fn decode_header(buf: &[u8]) -> Result<BatchHeader, FormatError> {
     let mut c = Cursor { rest: buf };
     let batch_len = c.u32()? as usize;
     let crc = c.u32()?;
@@ -189,14 +189,14 @@ pub fn decode_header(buf: &[u8]) -> Result<BatchHeader, FormatError> {
 }
 
 /// Checks the CRC of a whole batch (`batch.len() == header.total_len`).
-pub fn crc_matches(header: &BatchHeader, batch: &[u8]) -> bool {
+pub(crate) fn crc_matches(header: &BatchHeader, batch: &[u8]) -> bool {
     batch.len() == header.total_len
         && batch.len() >= CRC_START
         && crc32c::crc32c(&batch[CRC_START..]) == header.crc
 }
 
 /// Decodes a full batch and validates its CRC, length and header.
-pub fn decode_checked(batch: &[u8]) -> Result<BatchHeader, FormatError> {
+pub(crate) fn decode_checked(batch: &[u8]) -> Result<BatchHeader, FormatError> {
     let header = decode_header(batch)?;
     if batch.len() != header.total_len {
         return Err(invalid(format!(
@@ -216,7 +216,7 @@ pub fn decode_checked(batch: &[u8]) -> Result<BatchHeader, FormatError> {
 
 /// Decodes the records of a CRC-checked batch, slicing ids and payloads out
 /// of `batch` without copying them.
-pub fn decode_records(
+pub(crate) fn decode_records(
     header: &BatchHeader,
     batch: &Bytes,
     mut f: impl FnMut(StoredRecord),
@@ -250,7 +250,7 @@ pub fn decode_records(
 }
 
 /// Size of the encoded batch holding records of these id and payload sizes.
-pub fn batch_len<'a>(records: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> usize {
+pub(crate) fn batch_len<'a>(records: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> usize {
     BATCH_HEADER_LEN
         + records
             .map(|(id, payload)| RECORD_OVERHEAD + id.len() + payload.len())
@@ -259,7 +259,7 @@ pub fn batch_len<'a>(records: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> usi
 
 /// Encodes records stored at `base_offset..` with one timestamp into `out`
 /// (cleared first). The caller checked that ids and payloads fit in u32.
-pub fn encode_batch<'a>(
+pub(crate) fn encode_batch<'a>(
     out: &mut Vec<u8>,
     base_offset: u64,
     timestamp: i64,
@@ -290,7 +290,7 @@ pub fn encode_batch<'a>(
 
 /// One offset index entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IndexEntry {
+pub(crate) struct IndexEntry {
     /// Batch base offset minus the segment base offset.
     pub relative_offset: u32,
     /// File position of that batch.
@@ -299,7 +299,7 @@ pub struct IndexEntry {
 
 /// One time index entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeEntry {
+pub(crate) struct TimeEntry {
     /// Newest timestamp up to and including the batch at `relative_offset`.
     pub max_timestamp: i64,
     /// Batch base offset minus the segment base offset.
@@ -307,7 +307,7 @@ pub struct TimeEntry {
 }
 
 /// Encodes an offset index file.
-pub fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
+pub(crate) fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(entries.len() * INDEX_ENTRY_LEN);
     for e in entries {
         out.put_u32_le(e.relative_offset);
@@ -317,7 +317,7 @@ pub fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
 }
 
 /// Encodes a time index file.
-pub fn encode_time_index(entries: &[TimeEntry]) -> Vec<u8> {
+pub(crate) fn encode_time_index(entries: &[TimeEntry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(entries.len() * TIME_ENTRY_LEN);
     for e in entries {
         out.put_i64_le(e.max_timestamp);
@@ -328,7 +328,7 @@ pub fn encode_time_index(entries: &[TimeEntry]) -> Vec<u8> {
 
 /// Decodes an offset index file, checking that entries strictly increase
 /// and point inside a log file of `log_len` bytes.
-pub fn decode_index(buf: &[u8], log_len: u64) -> Result<Vec<IndexEntry>, FormatError> {
+pub(crate) fn decode_index(buf: &[u8], log_len: u64) -> Result<Vec<IndexEntry>, FormatError> {
     if !buf.len().is_multiple_of(INDEX_ENTRY_LEN) {
         return Err(invalid(format!(
             "index size {} is not a multiple of 8",
@@ -363,7 +363,7 @@ pub fn decode_index(buf: &[u8], log_len: u64) -> Result<Vec<IndexEntry>, FormatE
 }
 
 /// Decodes a time index file, checking that entries never decrease.
-pub fn decode_time_index(buf: &[u8]) -> Result<Vec<TimeEntry>, FormatError> {
+pub(crate) fn decode_time_index(buf: &[u8]) -> Result<Vec<TimeEntry>, FormatError> {
     if !buf.len().is_multiple_of(TIME_ENTRY_LEN) {
         return Err(invalid(format!(
             "time index size {} is not a multiple of 12",
@@ -389,7 +389,7 @@ pub fn decode_time_index(buf: &[u8]) -> Result<Vec<TimeEntry>, FormatError> {
 
 /// Encodes a metadata file (a topic's `meta.bin`, a subscription's `.meta`
 /// or `.cursor`) holding the opaque `meta`.
-pub fn encode_meta(meta: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_meta(meta: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(META_HEADER_LEN + meta.len());
     out.put_u8(META_MAGIC);
     out.put_u32_le(0);
@@ -401,7 +401,7 @@ pub fn encode_meta(meta: &[u8]) -> Vec<u8> {
 }
 
 /// Decodes a metadata file written by [`encode_meta`], checking its CRC.
-pub fn decode_meta(buf: &[u8]) -> Result<&[u8], FormatError> {
+pub(crate) fn decode_meta(buf: &[u8]) -> Result<&[u8], FormatError> {
     let mut c = Cursor { rest: buf };
     let magic = c.u8()?;
     if magic != META_MAGIC {

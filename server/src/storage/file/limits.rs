@@ -7,7 +7,7 @@
 use std::io;
 
 /// The soft `RLIMIT_NOFILE` now.
-pub fn open_file_limit() -> io::Result<u64> {
+pub(crate) fn open_file_limit() -> io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -21,7 +21,7 @@ pub fn open_file_limit() -> io::Result<u64> {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft
 /// limit before and after.
-pub fn raise_open_file_limit() -> io::Result<(u64, u64)> {
+pub(crate) fn raise_open_file_limit() -> io::Result<(u64, u64)> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use super::super::{Result, StorageError};
 
 /// Name of the lock file inside the data directory.
-pub const LOCK_FILE: &str = "herald.lock";
+pub(crate) const LOCK_FILE: &str = "herald.lock";
 
 /// An exclusive lock on a data directory, released when dropped (or when
 /// the process ends, however it ends).
 #[derive(Debug)]
-pub struct DataDirLock {
+pub(crate) struct DataDirLock {
     /// The locked file; the lock lives as long as this descriptor.
     file: File,
     /// Its path, for error messages.
@@ -31,7 +31,7 @@ impl DataDirLock {
     /// process's pid and `holder` (e.g. `listening on 127.0.0.1:50051`).
     /// Fails with [`StorageError::Locked`] naming the current holder when
     /// another process (or another open storage in this one) has it.
-    pub fn acquire(data_dir: &Path, holder: Option<&str>) -> Result<Self> {
+    pub(crate) fn acquire(data_dir: &Path, holder: Option<&str>) -> Result<Self> {
         let path = data_dir.join(LOCK_FILE);
         // Not truncated on open: until we hold the lock, the contents are
         // the holder's, and the refusal quotes them.
@@ -62,7 +62,7 @@ impl DataDirLock {
 
     /// Rewrites the holder description (e.g. once the listen address is
     /// known). Best effort for the caller: the lock itself is unaffected.
-    pub fn record(&self, holder: Option<&str>) -> io::Result<()> {
+    pub(crate) fn record(&self, holder: Option<&str>) -> io::Result<()> {
         let mut text = format!("pid {}", std::process::id());
         if let Some(holder) = holder {
             text.push_str(", ");

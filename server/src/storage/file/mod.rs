@@ -30,13 +30,13 @@
 //! reads without any lock and takes `Shared::state` only to install the
 //! window. Every append waits for the window first; nothing else does.
 
-pub mod format;
-pub mod limits;
-pub mod lock;
-pub mod open_files;
+pub(crate) mod format;
+pub(crate) mod limits;
+pub(crate) mod lock;
+pub(crate) mod open_files;
 mod recovery;
 mod segment;
-pub mod sync_pool;
+pub(crate) mod sync_pool;
 #[cfg(test)]
 mod tests;
 

@@ -21,13 +21,13 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 /// Segment files kept open at most when the open-file limit allows it.
-pub const MAX_CACHED_FILES: usize = 1024;
+pub(crate) const MAX_CACHED_FILES: usize = 1024;
 
 /// Segment files kept open at least, however low the open-file limit.
 const MIN_CACHED_FILES: usize = 16;
 
 /// The open segment files of one storage, most recently used first.
-pub struct OpenFiles {
+pub(crate) struct OpenFiles {
     cache: Mutex<LruCache<u64, Arc<File>>>,
     /// Hands out [`SegmentFile`] ids; never reused, so a dropped segment's
     /// id cannot alias a new one.
@@ -39,7 +39,7 @@ pub struct OpenFiles {
 impl OpenFiles {
     /// A cache of at most `capacity` open files (at least
     /// [`MIN_CACHED_FILES`]).
-    pub fn new(capacity: usize) -> Arc<Self> {
+    pub(crate) fn new(capacity: usize) -> Arc<Self> {
         let capacity = NonZeroUsize::new(capacity.max(MIN_CACHED_FILES)).expect("positive");
         Arc::new(Self {
             cache: Mutex::new(LruCache::new(capacity)),
@@ -51,30 +51,33 @@ impl OpenFiles {
     /// A cache sized from the process's open-file limit: a quarter of the
     /// soft limit (leaving the rest for connections, indexes and metadata
     /// writes), at most [`MAX_CACHED_FILES`].
-    pub fn sized_for_process() -> Arc<Self> {
+    pub(crate) fn sized_for_process() -> Arc<Self> {
         let soft = super::limits::open_file_limit().unwrap_or(1024);
         let quarter = usize::try_from(soft / 4).unwrap_or(usize::MAX);
         Self::new(quarter.min(MAX_CACHED_FILES))
     }
 
     /// Most files this cache keeps open.
-    pub fn capacity(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
         self.cache.lock().cap().get()
     }
 
     /// Files open in the cache now.
-    pub fn open_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open_count(&self) -> usize {
         self.cache.lock().len()
     }
 
     /// `open(2)` calls made so far on cache misses.
-    pub fn opens(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn opens(&self) -> u64 {
         self.opens.load(Ordering::Relaxed)
     }
 
     /// Registers `file`, just opened or created at `path`, and returns the
     /// handle the segment keeps.
-    pub fn adopt(self: &Arc<Self>, path: PathBuf, file: File) -> SegmentFile {
+    pub(crate) fn adopt(self: &Arc<Self>, path: PathBuf, file: File) -> SegmentFile {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let evicted = self.cache.lock().push(id, Arc::new(file));
         // Closing happens here, outside the lock.
@@ -107,13 +110,13 @@ impl OpenFiles {
 
 /// Opens an existing segment file for reading and writing (recovery may
 /// truncate any segment; appends go to the last).
-pub fn open_segment_file(path: &Path) -> io::Result<File> {
+pub(crate) fn open_segment_file(path: &Path) -> io::Result<File> {
     OpenOptions::new().read(true).write(true).open(path)
 }
 
 /// A segment's `.log` file: opened on demand through the storage's
 /// [`OpenFiles`], closed when evicted or when the segment is dropped.
-pub struct SegmentFile {
+pub(crate) struct SegmentFile {
     id: u64,
     path: PathBuf,
     files: Arc<OpenFiles>,
@@ -121,12 +124,13 @@ pub struct SegmentFile {
 
 impl SegmentFile {
     /// The open file, from the cache or opened now.
-    pub fn get(&self) -> io::Result<Arc<File>> {
+    pub(crate) fn get(&self) -> io::Result<Arc<File>> {
         self.files.get(self.id, &self.path)
     }
 
     /// The file's path.
-    pub fn path(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }

@@ -146,7 +146,7 @@ fn truncate(seg: &Segment, len: u64, valid_len: u64, next_offset: u64, why: &str
 }
 
 /// Removes a segment and its indexes (files that are already gone are fine).
-pub fn remove_segment_files(dir: &Path, base: u64) -> io::Result<()> {
+pub(super) fn remove_segment_files(dir: &Path, base: u64) -> io::Result<()> {
     for path in [
         segment::log_path(dir, base),
         segment::index_path(dir, base),
@@ -161,7 +161,7 @@ pub fn remove_segment_files(dir: &Path, base: u64) -> io::Result<()> {
 }
 
 /// What [`recover`] found.
-pub struct Recovered {
+pub(super) struct Recovered {
     /// At least one segment, the active one last.
     pub segments: Vec<Segment>,
     /// Set when the directory held no segment and recovery created the
@@ -171,7 +171,7 @@ pub struct Recovered {
 
 /// Opens every segment of the partition in `dir`, repairing as described in
 /// the module docs.
-pub fn recover(dir: &Path, interval: u32, files: &Arc<OpenFiles>) -> Result<Recovered> {
+pub(super) fn recover(dir: &Path, interval: u32, files: &Arc<OpenFiles>) -> Result<Recovered> {
     let bases = segment_bases(dir)?;
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
     for (i, &base) in bases.iter().enumerate() {
@@ -247,7 +247,7 @@ pub fn recover(dir: &Path, interval: u32, files: &Arc<OpenFiles>) -> Result<Reco
 /// A stretch of one segment that may hold records appended within the dedup
 /// window. It owns what it reads (the file is shared, and stays readable
 /// even if retention unlinks it), so the rebuild runs without the log's lock.
-pub struct DedupScan {
+pub(super) struct DedupScan {
     file: Arc<File>,
     path: PathBuf,
     /// File position to scan from, and the offset of the batch there.
@@ -261,7 +261,7 @@ pub struct DedupScan {
 /// `horizon`: the recovered segments from the first one holding a record at
 /// or after it, using the time indexes to skip older data. Empty when no
 /// record is that recent.
-pub fn dedup_scans(segments: &[Segment], horizon: i64) -> Result<Vec<DedupScan>> {
+pub(super) fn dedup_scans(segments: &[Segment], horizon: i64) -> Result<Vec<DedupScan>> {
     let Some(first) = segments
         .iter()
         .position(|s| s.max_timestamp.is_some_and(|t| t >= horizon))
@@ -291,7 +291,7 @@ pub fn dedup_scans(segments: &[Segment], horizon: i64) -> Result<Vec<DedupScan>>
 /// Refills `dedup` with the ids of records appended at or after `horizon`
 /// found by `scans`. Returns `Ok(false)`, leaving `dedup` partly filled, as
 /// soon as it sees `cancelled` set (checked between batches).
-pub fn rebuild_dedup(
+pub(super) fn rebuild_dedup(
     scans: &[DedupScan],
     dedup: &mut DedupWindow,
     horizon: i64,

@@ -17,27 +17,27 @@ use super::open_files::{OpenFiles, SegmentFile};
 const SCAN_CHUNK: usize = 4 * 1024 * 1024;
 
 /// The file name stem of a segment: its base offset, zero-padded so names sort.
-pub fn stem(base: u64) -> String {
+pub(super) fn stem(base: u64) -> String {
     format!("{base:020}")
 }
 
 /// Path of a segment's `.log` file.
-pub fn log_path(dir: &Path, base: u64) -> PathBuf {
+pub(super) fn log_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{}.log", stem(base)))
 }
 
 /// Path of a segment's offset index.
-pub fn index_path(dir: &Path, base: u64) -> PathBuf {
+pub(super) fn index_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{}.index", stem(base)))
 }
 
 /// Path of a segment's time index.
-pub fn time_index_path(dir: &Path, base: u64) -> PathBuf {
+pub(super) fn time_index_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{}.timeindex", stem(base)))
 }
 
 /// Reads exactly `len` bytes at `pos`, or fewer if the file ends first.
-pub fn read_at(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
+pub(super) fn read_at(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
     let mut buf = vec![0u8; len];
     let mut filled = 0;
     while filled < len {
@@ -54,7 +54,7 @@ pub fn read_at(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
 
 /// A segment as the log tracks it in memory.
 #[derive(Debug)]
-pub struct Segment {
+pub(super) struct Segment {
     /// Offset of the first record (also the file name).
     pub base: u64,
     /// Offset one past the last record written to this segment.
@@ -78,7 +78,7 @@ pub struct Segment {
 
 impl Segment {
     /// Creates an empty segment file starting at `base`.
-    pub fn create(dir: &Path, base: u64, files: &Arc<OpenFiles>) -> io::Result<Segment> {
+    pub(super) fn create(dir: &Path, base: u64, files: &Arc<OpenFiles>) -> io::Result<Segment> {
         let path = log_path(dir, base);
         let file = OpenOptions::new()
             .read(true)
@@ -90,7 +90,7 @@ impl Segment {
     }
 
     /// An in-memory segment with no batches over an already open file.
-    pub fn empty(base: u64, file: SegmentFile, path: PathBuf) -> Segment {
+    pub(super) fn empty(base: u64, file: SegmentFile, path: PathBuf) -> Segment {
         Segment {
             base,
             end: base,
@@ -106,7 +106,7 @@ impl Segment {
 
     /// Accounts for a batch written at `pos`, adding index entries at the
     /// configured cadence (and always for the first batch).
-    pub fn note_batch(&mut self, pos: u64, header: &BatchHeader, interval: u32) {
+    pub(super) fn note_batch(&mut self, pos: u64, header: &BatchHeader, interval: u32) {
         let max_ts = self
             .max_timestamp
             .map_or(header.max_timestamp, |t| t.max(header.max_timestamp));
@@ -130,7 +130,7 @@ impl Segment {
 
     /// File position and base offset of the last indexed batch at or before
     /// `offset`.
-    pub fn position_for(&self, offset: u64) -> (u64, u64) {
+    pub(super) fn position_for(&self, offset: u64) -> (u64, u64) {
         let rel = offset.saturating_sub(self.base).min(u64::from(u32::MAX)) as u32;
         let i = self.index.partition_point(|e| e.relative_offset <= rel);
         match i.checked_sub(1).and_then(|i| self.index.get(i)) {
@@ -144,7 +144,7 @@ impl Segment {
 
     /// A file position (and the batch offset there) from which scanning finds
     /// the first record with a timestamp `>= timestamp_ms`.
-    pub fn position_for_timestamp(&self, timestamp_ms: i64) -> (u64, u64) {
+    pub(super) fn position_for_timestamp(&self, timestamp_ms: i64) -> (u64, u64) {
         let i = self
             .time_index
             .partition_point(|e| e.max_timestamp < timestamp_ms);
@@ -159,7 +159,7 @@ impl Segment {
     /// Writes both index files in full (after a roll, a rebuild or at close).
     /// Index files are derived data, so they are not fsynced: a torn index is
     /// detected and rebuilt on open.
-    pub fn write_indexes(&self, dir: &Path) -> io::Result<()> {
+    pub(super) fn write_indexes(&self, dir: &Path) -> io::Result<()> {
         std::fs::write(
             index_path(dir, self.base),
             format::encode_index(&self.index),
@@ -173,7 +173,7 @@ impl Segment {
 
 /// Where a scan stopped.
 #[derive(Debug)]
-pub struct ScanEnd {
+pub(super) struct ScanEnd {
     /// File position just past the last valid batch.
     pub valid_len: u64,
     /// Offset one past the last valid record.
@@ -189,7 +189,7 @@ pub struct ScanEnd {
 /// and calls `f(position, header, batch bytes)` for each valid one until it
 /// returns false. Stops at the first invalid batch and says why in
 /// [`ScanEnd::error`].
-pub fn scan(
+pub(super) fn scan(
     file: &File,
     start: u64,
     end: u64,

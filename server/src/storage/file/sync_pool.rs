@@ -25,11 +25,11 @@ use parking_lot::{Condvar, Mutex};
 /// Worker threads of a storage's pool: enough for several partitions'
 /// fsyncs to be in flight at once on one disk, few enough that ten
 /// thousand partitions cost four threads.
-pub const STORAGE_SYNC_THREADS: usize = 4;
+pub(crate) const STORAGE_SYNC_THREADS: usize = 4;
 
 /// What a log's round says comes next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Nothing until the next wake (the round cleared `queued`).
     Idle,
     /// More is wanted now: queue the log again, behind the others.
@@ -39,7 +39,7 @@ pub enum Next {
 }
 
 /// A log whose fsyncs the pool runs.
-pub trait Syncable: Send + Sync + 'static {
+pub(crate) trait Syncable: Send + Sync + 'static {
     /// Set while the log is queued or running; see the module docs.
     fn queued(&self) -> &AtomicBool;
     /// Runs one fsync round (or answers what is pending without one).
@@ -91,14 +91,14 @@ struct PoolShared {
 
 /// The pool; dropping it stops and joins its threads (logs hold it, so
 /// that happens after the last log is gone).
-pub struct SyncPool {
+pub(crate) struct SyncPool {
     shared: Arc<PoolShared>,
     workers: Vec<JoinHandle<()>>,
 }
 
 impl SyncPool {
     /// Starts `threads` workers (at least one) named `herald-syncer`.
-    pub fn start(threads: usize) -> std::io::Result<Arc<SyncPool>> {
+    pub(crate) fn start(threads: usize) -> std::io::Result<Arc<SyncPool>> {
         let shared = Arc::new(PoolShared {
             queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
@@ -122,7 +122,7 @@ impl SyncPool {
     }
 
     /// Queues a round for `job` unless one is queued or running.
-    pub fn wake<S: Syncable>(&self, job: &Arc<S>) {
+    pub(crate) fn wake<S: Syncable>(&self, job: &Arc<S>) {
         if job.queued().swap(true, Ordering::AcqRel) {
             return;
         }

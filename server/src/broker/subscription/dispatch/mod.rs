@@ -37,18 +37,22 @@ mod shared;
 use routing::{Consumers, Order, Route, Routing};
 
 /// A consumer attached to the subscription, unique within it.
-pub type ConsumerId = u64;
+pub(crate) type ConsumerId = u64;
 
 /// Credits a consumer may hold at once; larger grants are capped.
-pub const MAX_CREDITS: u64 = 100_000;
+pub(crate) const MAX_CREDITS: u64 = 100_000;
 
 /// How events are shared among consumers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriptionKind {
+    /// One consumer at a time; a second attach is refused.
     Exclusive,
+    /// Events spread over every consumer with credits, no order.
     Shared,
+    /// One active consumer per partition, the others on standby.
     Failover,
+    /// Each key's events go to one consumer at a time, in order.
     KeyShared,
 }
 
@@ -97,12 +101,12 @@ impl RedeliveryPolicy {
 }
 
 /// One event of the topic.
-pub type EventRef = (u32, u64);
+pub(crate) type EventRef = (u32, u64);
 
 /// Names one delivery; printed as `partition.offset.sequence`. A handle
 /// whose delivery was superseded (redelivered, handed over) is stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AckHandle {
+pub(crate) struct AckHandle {
     pub partition: u32,
     pub offset: u64,
     pub seq: u64,
@@ -132,7 +136,7 @@ impl FromStr for AckHandle {
 
 /// One event handed to one consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub consumer: ConsumerId,
     pub handle: AckHandle,
     /// 1 on first delivery.
@@ -144,13 +148,15 @@ pub struct Delivery {
 /// Why a consumer is not being sent events it could otherwise get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeldReason {
+    /// The consumer has no credits left.
     NoCredits,
+    /// The consumer holds as many unacked events as it may.
     UnackedLimit,
 }
 
 /// What the subscription task must do.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Output {
+pub(crate) enum Output {
     /// Send this event to the consumer.
     Deliver(Delivery),
     /// Tell a failover consumer its role.
@@ -179,7 +185,7 @@ pub enum Output {
 
 /// Handles of an Ack/Nack/Extend that could not be applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AckOutcome {
+pub(crate) struct AckOutcome {
     /// Never issued, malformed, not this consumer's type of ack, or already acked.
     pub invalid: Vec<String>,
     /// Superseded by a later delivery or a failover handover.
@@ -190,7 +196,7 @@ pub struct AckOutcome {
 
 /// Why an attach is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AttachRefusal {
+pub(crate) enum AttachRefusal {
     /// Exclusive subscription already has this consumer.
     ExclusiveHeld { holder: String },
     /// Another consumer of the subscription has this name.
@@ -227,7 +233,7 @@ struct Outstanding {
 
 /// Counters for stats.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub delivered: u64,
     pub redelivered: u64,
     pub acked: u64,
@@ -237,7 +243,7 @@ pub struct Counters {
 
 /// A consumer as stats show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsumerView {
+pub(crate) struct ConsumerView {
     pub id: ConsumerId,
     pub name: String,
     pub outstanding: u64,
@@ -247,7 +253,7 @@ pub struct ConsumerView {
 
 /// The delivery state of one subscription.
 #[derive(Debug)]
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     /// Who may take what: the rules of the subscription type.
     routing: Routing,
     policy: RedeliveryPolicy,
@@ -291,7 +297,7 @@ enum OrderUnit {
 }
 
 /// A stable 64-bit hash (of keys and consumer names).
-pub fn hash64(value: &str) -> u64 {
+pub(crate) fn hash64(value: &str) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     value.hash(&mut hasher);
     hasher.finish()
@@ -299,7 +305,7 @@ pub fn hash64(value: &str) -> u64 {
 
 impl Dispatcher {
     /// A dispatcher over `cursors` (one per partition).
-    pub fn new(
+    pub(crate) fn new(
         kind: SubscriptionKind,
         policy: RedeliveryPolicy,
         ack_deadline: Duration,
@@ -328,27 +334,27 @@ impl Dispatcher {
         }
     }
 
-    pub fn kind(&self) -> SubscriptionKind {
+    pub(crate) fn kind(&self) -> SubscriptionKind {
         self.routing.kind()
     }
 
     /// The acked offsets of each partition.
-    pub fn cursors(&self) -> &[AckSet] {
+    pub(crate) fn cursors(&self) -> &[AckSet] {
         &self.cursors
     }
 
-    pub fn counters(&self) -> Counters {
+    pub(crate) fn counters(&self) -> Counters {
         self.counters
     }
 
     /// Delivered and not yet acked, over all consumers.
-    pub fn unacked(&self) -> u64 {
+    pub(crate) fn unacked(&self) -> u64 {
         self.outstanding.len() as u64
     }
 
     /// Every live delivery: event and the consumer holding it.
     #[cfg(test)]
-    pub fn outstanding(&self) -> Vec<(EventRef, ConsumerId)> {
+    pub(crate) fn outstanding(&self) -> Vec<(EventRef, ConsumerId)> {
         self.outstanding
             .iter()
             .map(|(e, o)| (*e, o.consumer))
@@ -356,18 +362,18 @@ impl Dispatcher {
     }
 
     /// Events read but not delivered yet.
-    pub fn fresh_len(&self) -> usize {
+    pub(crate) fn fresh_len(&self) -> usize {
         self.fresh.len()
     }
 
     /// How many fresh events are worth reading ahead: enough to use every
     /// consumer's credits, never more than `cap`. Zero without consumers.
-    pub fn read_ahead(&self, cap: usize) -> usize {
+    pub(crate) fn read_ahead(&self, cap: usize) -> usize {
         let credits: u64 = self.consumers.values().map(|c| c.credits).sum();
         (credits as usize).min(cap)
     }
 
-    pub fn consumers(&self) -> Vec<ConsumerView> {
+    pub(crate) fn consumers(&self) -> Vec<ConsumerView> {
         self.consumers
             .iter()
             .map(|(&id, c)| ConsumerView {
@@ -384,7 +390,7 @@ impl Dispatcher {
     }
 
     /// The earliest time something becomes due (a deadline or a delay).
-    pub fn next_wakeup(&self) -> Option<Instant> {
+    pub(crate) fn next_wakeup(&self) -> Option<Instant> {
         let deadline = self.deadlines.first().map(|(t, _, _)| *t);
         let delayed = self.delayed.first().map(|(t, _)| *t);
         match (deadline, delayed) {
@@ -396,17 +402,17 @@ impl Dispatcher {
     /// Tells the dispatcher whether the log has events it has not been
     /// offered yet, so held-back consumers are told even when nothing is
     /// queued here.
-    pub fn set_unread(&mut self, unread: bool) {
+    pub(crate) fn set_unread(&mut self, unread: bool) {
         self.unread = unread;
     }
 
     /// Whether the log was last known to hold events not offered yet.
-    pub fn has_unread(&self) -> bool {
+    pub(crate) fn has_unread(&self) -> bool {
         self.unread
     }
 
     /// Adds a consumer with `credits`.
-    pub fn attach(
+    pub(crate) fn attach(
         &mut self,
         id: ConsumerId,
         name: &str,
@@ -438,7 +444,7 @@ impl Dispatcher {
 
     /// Removes a consumer; its unacked events are redelivered to the others
     /// (or dead-lettered past the attempt limit).
-    pub fn detach(&mut self, id: ConsumerId, now: Instant) -> Vec<Output> {
+    pub(crate) fn detach(&mut self, id: ConsumerId, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         if self.consumers.remove(&id).is_none() {
             return out;
@@ -463,7 +469,7 @@ impl Dispatcher {
     }
 
     /// Grants `credits` more to a consumer (capped at [`MAX_CREDITS`]).
-    pub fn credit(&mut self, id: ConsumerId, credits: u64) {
+    pub(crate) fn credit(&mut self, id: ConsumerId, credits: u64) {
         if let Some(c) = self.consumers.get_mut(&id) {
             c.credits = (c.credits + credits).min(MAX_CREDITS);
             c.held = false;
@@ -471,7 +477,7 @@ impl Dispatcher {
     }
 
     /// A fresh event read from the log, in per-partition order.
-    pub fn offer(&mut self, event: EventRef, key: Option<u64>) {
+    pub(crate) fn offer(&mut self, event: EventRef, key: Option<u64>) {
         if self.is_settled(event) {
             return;
         }
@@ -526,7 +532,7 @@ impl Dispatcher {
 
     /// Acknowledges deliveries. Cumulative acks (exclusive and failover
     /// only) also acknowledge every earlier event of the same partition.
-    pub fn ack<'a>(
+    pub(crate) fn ack<'a>(
         &mut self,
         consumer: ConsumerId,
         handles: impl IntoIterator<Item = &'a str>,
@@ -600,7 +606,7 @@ impl Dispatcher {
 
     /// Refuses deliveries: each is redelivered after `delay` (or the
     /// policy's backoff), or dead-lettered past the attempt limit.
-    pub fn nack<'a>(
+    pub(crate) fn nack<'a>(
         &mut self,
         consumer: ConsumerId,
         handles: impl IntoIterator<Item = &'a str>,
@@ -625,7 +631,7 @@ impl Dispatcher {
     }
 
     /// Moves the ack deadline of deliveries to `now + extension`.
-    pub fn extend<'a>(
+    pub(crate) fn extend<'a>(
         &mut self,
         consumer: ConsumerId,
         handles: impl IntoIterator<Item = &'a str>,
@@ -684,7 +690,7 @@ impl Dispatcher {
 
     /// The dead-letter publish of `event` finished: on success the event is
     /// acknowledged; on failure it is retried after the longest backoff.
-    pub fn dead_lettered(&mut self, event: EventRef, published: bool, now: Instant) {
+    pub(crate) fn dead_lettered(&mut self, event: EventRef, published: bool, now: Instant) {
         if !self.dead_lettering.remove(&event) {
             return;
         }
@@ -701,13 +707,8 @@ impl Dispatcher {
         }
     }
 
-    /// The last failure reason recorded for an event.
-    pub fn reason(&self, event: EventRef) -> Option<&str> {
-        self.reasons.get(&event).map(String::as_str)
-    }
-
     /// Expires ack deadlines and releases delayed events due at `now`.
-    pub fn tick(&mut self, now: Instant) -> Vec<Output> {
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         while let Some(&(deadline, event, seq)) = self.deadlines.first() {
             if deadline > now {
@@ -745,7 +746,7 @@ impl Dispatcher {
     }
 
     /// Hands out every event that can go now.
-    pub fn dispatch(&mut self, now: Instant) -> Vec<Output> {
+    pub(crate) fn dispatch(&mut self, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         if self.consumers.is_empty() {
             return out;
@@ -940,7 +941,7 @@ impl Dispatcher {
 
     /// Moves the cursor: everything before `cursors` is acked, nothing in
     /// flight survives (its handles turn invalid).
-    pub fn seek(&mut self, cursors: Vec<AckSet>) {
+    pub(crate) fn seek(&mut self, cursors: Vec<AckSet>) {
         self.cursors = cursors;
         self.fresh.clear();
         self.ready.clear();
