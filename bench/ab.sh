@@ -11,13 +11,15 @@
 #             --producers 4 --publish-in-flight 1 --batch-size 100
 #             --create-topic-fsync batch --duration 10s   (publish + one acking consumer)
 # and prints one line per run plus the median per binary and workload.
-# REPS defaults to 3. DURATION (default 10s) shortens every run.
+# REPS defaults to 3. DURATION (default 10s) shortens every run; WORKLOADS
+# (default "publish pubsub") picks the workloads.
 set -euo pipefail
 
 A=${1:?usage: bench/ab.sh OLD_BIN NEW_BIN [REPS]}
 B=${2:?usage: bench/ab.sh OLD_BIN NEW_BIN [REPS]}
 REPS=${3:-3}
 DURATION=${DURATION:-10s}
+WORKLOADS=${WORKLOADS:-publish pubsub}
 PORT=${PORT:-50661}
 RESULTS=$(mktemp)
 SERVER_PID=
@@ -68,7 +70,7 @@ run() {
 }
 
 for rep in $(seq "$REPS"); do
-  for workload in publish pubsub; do
+  for workload in $WORKLOADS; do
     run A "$A" "$workload"
     run B "$B" "$workload"
   done
@@ -82,6 +84,8 @@ for line in open(sys.argv[1]):
     label, workload, rate = line.split()
     runs.setdefault((workload, label), []).append(int(rate))
 for workload in ("publish", "pubsub"):
+    if (workload, "A") not in runs:
+        continue
     a, b = runs[(workload, "A")], runs[(workload, "B")]
     ma, mb = statistics.median(a), statistics.median(b)
     print(f"{workload:8} A {ma:>10,.0f}  B {mb:>10,.0f}  B/A {mb / ma:.3f}  (A runs {a}, B runs {b})")
