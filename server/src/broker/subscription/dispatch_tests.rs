@@ -10,6 +10,16 @@ use super::ack_set::AckSet;
 use super::dispatch::*;
 
 fn dispatcher(kind: SubscriptionKind, partitions: usize, max_attempts: u32) -> Dispatcher {
+    limited_dispatcher(kind, partitions, max_attempts, 1_000)
+}
+
+/// A dispatcher whose consumers may hold at most `max_unacked` events.
+fn limited_dispatcher(
+    kind: SubscriptionKind,
+    partitions: usize,
+    max_attempts: u32,
+    max_unacked: u64,
+) -> Dispatcher {
     Dispatcher::new(
         kind,
         RedeliveryPolicy {
@@ -19,7 +29,7 @@ fn dispatcher(kind: SubscriptionKind, partitions: usize, max_attempts: u32) -> D
             max_delivery_attempts: max_attempts,
         },
         Duration::from_secs(5),
-        1_000,
+        max_unacked,
         vec![AckSet::default(); partitions],
     )
 }
@@ -883,18 +893,7 @@ proptest! {
     /// while no consumer could take it.
     #[test]
     fn shared_routing_fills_every_consumer_within_its_limits(max_unacked in 1u64..6, max_attempts in 0u32..4, steps in steps()) {
-        let d = Dispatcher::new(
-            SubscriptionKind::Shared,
-            RedeliveryPolicy {
-                min_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(1),
-                multiplier: 2.0,
-                max_delivery_attempts: max_attempts,
-            },
-            Duration::from_secs(5),
-            max_unacked,
-            vec![AckSet::default(); SCENARIO_PARTITIONS],
-        );
+        let d = limited_dispatcher(SubscriptionKind::Shared, SCENARIO_PARTITIONS, max_attempts, max_unacked);
         let mut s = Scenario::new(d);
         for step in &steps {
             let played = s.play(step);
