@@ -23,28 +23,35 @@ WORKLOADS=${WORKLOADS:-publish pubsub}
 PORT=${PORT:-50661}
 RESULTS=$(mktemp)
 SERVER_PID=
+DATA_DIR=
 
+# Stops the server and removes its data dir (a 10 s run writes ~1 GB).
 stop_server() {
   if [[ -n "$SERVER_PID" ]]; then
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=
   fi
+  if [[ -n "$DATA_DIR" ]]; then
+    rm -rf "$DATA_DIR" "$DATA_DIR.log"
+    DATA_DIR=
+  fi
 }
 trap 'stop_server; rm -f "$RESULTS"' EXIT
 
 # Starts BIN on a fresh data dir and waits until it answers.
 start_server() {
-  local bin=$1 dir
-  dir=$(mktemp -d)
-  "$bin" serve --listen "127.0.0.1:$PORT" --data-dir "$dir" --metrics-listen off \
-    --log-level warn >"$dir.log" 2>&1 &
+  local bin=$1
+  DATA_DIR=$(mktemp -d)
+  "$bin" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA_DIR" --metrics-listen off \
+    --log-level warn >"$DATA_DIR.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return; fi
     sleep 0.1
   done
-  echo "server $bin did not start; log: $dir.log" >&2
+  echo "server $bin did not start:" >&2
+  cat "$DATA_DIR.log" >&2
   exit 1
 }
 
