@@ -265,3 +265,28 @@ pub(crate) fn in_memory_broker() -> Broker {
     )
     .expect("an in-memory broker opens")
 }
+
+#[cfg(test)]
+mod open_tests {
+    use super::*;
+    use crate::storage::memory::MemoryStorage;
+
+    #[tokio::test]
+    async fn unreadable_topic_metadata_refuses_to_open_naming_the_record() {
+        let storage = Arc::new(MemoryStorage::new());
+        storage
+            .write_topic_meta("orders", b"{\"version\": 1, \"name\": ")
+            .unwrap();
+        let error = Broker::open(storage, BrokerConfig::default(), CancellationToken::new())
+            .err()
+            .expect("corrupt metadata refuses the open");
+        assert!(
+            matches!(&error, BrokerError::CorruptMetadata { what, .. } if what == "metadata of topic \"orders\""),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("restore it from a backup"),
+            "{error}"
+        );
+    }
+}
